@@ -1,0 +1,139 @@
+"""Model files: ``.npz`` arrays plus a JSON header; never pickle.
+
+Layout of a model file (a NumPy ``.npz`` archive):
+
+* ``header``: 0-d unicode array holding JSON::
+
+      {"format": "cider-xc-model", "format_version": 1,
+       "name": ..., "descriptor_settings": {...},
+       "composition": {"cider_x": 0.25, "semilocal_xc": "0.75*GGA_X_PBE, GGA_C_PBE",
+                       "trained_on": "exact_exchange"},
+       "fx": {"kind": "polynomial"}, "provenance": {...},
+       "checksum": "sha256:..."}
+
+* ``fx_exponents`` (n_terms, n_features) int64, ``fx_coefficients`` (n_terms,)
+
+The checksum is the SHA-256 of the canonical header JSON (without the
+checksum) followed by the bytes of every array in name order.  Files are read
+with ``allow_pickle=False``, so loading cannot run code.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+FORMAT = "cider-xc-model"
+FORMAT_VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, truncated, foreign or inconsistent."""
+
+    def __init__(self, path, problem):
+        self.path = str(path)
+        super().__init__(f"{path}: {problem}")
+
+
+def _checksum(header, arrays):
+    h = hashlib.sha256()
+    hdr = {k: v for k, v in header.items() if k != "checksum"}
+    h.update(json.dumps(hdr, sort_keys=True).encode())
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(k.encode())
+        h.update(str(a.dtype).encode())
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def save_functional(path, functional, provenance=None, overwrite=False):
+    """Write ``functional`` to ``path`` atomically (temporary file + rename)."""
+    from .model import CiderFunctional
+    if not isinstance(functional, CiderFunctional):
+        raise TypeError("save_functional needs a CiderFunctional")
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+        path += ".npz"
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": functional.name,
+        "descriptor_settings": functional.settings.todict(),
+        "composition": {
+            "cider_x": functional.cider_x,
+            "semilocal_xc": functional.semilocal_xc,
+            "trained_on": functional.header.get("composition", {}).get("trained_on"),
+        },
+        "fx": {"kind": "polynomial"},
+        "provenance": provenance if provenance is not None
+        else functional.header.get("provenance", {}),
+    }
+    arrays = {"fx_exponents": functional.fx.exponents.astype(np.int64),
+              "fx_coefficients": functional.fx.coefficients.astype(np.float64)}
+    header["checksum"] = _checksum(header, arrays)
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, header=np.array(json.dumps(header, sort_keys=True)), **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_functional(path):
+    """Read and validate a model file; returns a :class:`CiderFunctional`."""
+    from .descriptors import DescriptorSettings
+    from .model import CiderFunctional, PolynomialFx
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelFileError(path, "no such model file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise ModelFileError(path, "contains pickled objects, which are refused "
+                                       "(model files hold plain arrays only)") from None
+        raise ModelFileError(path, f"not a readable .npz archive ({exc})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise ModelFileError(path, f"not a readable .npz archive, possibly truncated ({exc})") from None
+    if "header" not in arrays:
+        raise ModelFileError(path, "has no 'header' entry: not a cider-xc model file")
+    try:
+        header = json.loads(str(arrays.pop("header")[()]))
+    except (json.JSONDecodeError, TypeError, IndexError) as exc:
+        raise ModelFileError(path, f"header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ModelFileError(path, f"header does not declare format {FORMAT!r}: "
+                                   "not a cider-xc model file")
+    ver = header.get("format_version")
+    if ver != FORMAT_VERSION:
+        raise ModelFileError(path, f"format version {ver!r} is not supported "
+                                   f"(this cider-xc reads version {FORMAT_VERSION})")
+    if header.get("checksum") != _checksum(header, arrays):
+        raise ModelFileError(path, "checksum mismatch: the file is corrupt or was edited")
+    fxh = header.get("fx", {})
+    if fxh.get("kind") != "polynomial":
+        raise ModelFileError(path, f"unknown enhancement-factor kind {fxh.get('kind')!r}")
+    try:
+        settings = DescriptorSettings.fromdict(header["descriptor_settings"])
+        fx = PolynomialFx(arrays["fx_exponents"], arrays["fx_coefficients"])
+        comp = header.get("composition", {})
+        return CiderFunctional(settings, fx, cider_x=comp.get("cider_x", 1.0),
+                               semilocal_xc=comp.get("semilocal_xc"),
+                               name=header.get("name", os.path.basename(path)),
+                               header=header)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelFileError(path, f"inconsistent model: {exc}") from None

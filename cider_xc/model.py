@@ -1,0 +1,190 @@
+"""The CIDER exchange functional: descriptor settings + enhancement factor.
+
+E_x[n] = sum_sigma 1/2 int e_x^LDA(2 n_sigma) F_x(x[2 n_sigma]) dr,
+F_x(x) = F_x^PBE(p) + f_ML(x),
+
+with f_ML a polynomial in the bounded descriptors x (see
+:mod:`cider_xc.descriptors.features`) that has no constant term, so that
+f_ML = 0 and F_x = 1 exactly in the uniform electron gas.
+
+This module imports neither PySCF nor GPAW.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .descriptors import DescriptorSettings, FeatureChain
+from .descriptors.semilocal import lda_exchange, pbe_enhancement
+
+
+class PolynomialFx:
+    """f_ML(x) = sum_t c_t prod_d x_d^k_td with every term of degree >= 1.
+
+    Parameters
+    ----------
+    exponents : (n_terms, n_features) int array
+    coefficients : (n_terms,) array
+    """
+
+    def __init__(self, exponents, coefficients):
+        e = np.asarray(exponents)
+        c = np.asarray(coefficients, dtype=float)
+        if e.ndim != 2 or c.ndim != 1 or e.shape[0] != c.shape[0]:
+            raise ValueError(
+                f"polynomial F_x needs exponents (n_terms, n_features) and "
+                f"coefficients (n_terms,), got {e.shape} and {c.shape}")
+        if not np.issubdtype(e.dtype, np.integer):
+            if not np.all(np.equal(np.mod(e, 1), 0)):
+                raise ValueError("polynomial exponents must be integers")
+        e = e.astype(np.int64)
+        if np.any(e < 0):
+            raise ValueError("polynomial exponents must be >= 0")
+        if np.any(e.sum(axis=1) == 0):
+            raise ValueError("a constant term would break the uniform-gas limit F_x = 1")
+        if not np.all(np.isfinite(c)):
+            raise ValueError("polynomial coefficients must be finite")
+        self.exponents = e
+        self.coefficients = c
+
+    @property
+    def n_features(self):
+        return self.exponents.shape[1]
+
+    def __call__(self, x):
+        """f (N,) and df/dx (n_features, N) at x (n_features, N)."""
+        x = np.asarray(x, dtype=float)
+        if x.shape[0] != self.n_features:
+            raise ValueError(f"model expects {self.n_features} features, got {x.shape[0]}")
+        kmax = int(self.exponents.max(initial=1))
+        nf, N = x.shape
+        pw = np.empty((nf, kmax + 1, N))
+        pw[:, 0] = 1.0
+        for k in range(1, kmax + 1):
+            pw[:, k] = pw[:, k - 1] * x
+        f = np.zeros(N)
+        df = np.zeros((nf, N))
+        idx = np.arange(nf)
+        for e, c in zip(self.exponents, self.coefficients):
+            facs = pw[idx, e]                      # (nf, N)
+            f += c * np.prod(facs, axis=0)
+            for d in np.nonzero(e)[0]:
+                others = np.prod(np.delete(facs, d, axis=0), axis=0)
+                df[d] += c * e[d] * pw[d, e[d] - 1] * others
+        return f, df
+
+
+@dataclasses.dataclass
+class XResult:
+    """Exchange energy density (per volume) and its derivatives, per point.
+
+    vrho, vsigma, vtau include the dependence through the exponents a_i when
+    dG/da was supplied; vG is dE/dG_i at fixed exponents (n_nonlocal, N)."""
+    exc: np.ndarray
+    vrho: np.ndarray
+    vsigma: np.ndarray
+    vtau: np.ndarray
+    vG: np.ndarray
+
+
+class CiderFunctional:
+    """A CIDER functional: what a model file holds.
+
+    Attributes
+    ----------
+    settings : DescriptorSettings
+    fx : PolynomialFx
+    cider_x : float
+        Fraction of CIDER exchange in the XC energy.
+    semilocal_xc : str or None
+        Remaining semilocal part as a libxc string understood by PySCF,
+        e.g. ``"0.75*GGA_X_PBE, GGA_C_PBE"``; None for exchange only.
+    name : str
+    header : dict
+        The model file header (provenance, training target, ...).
+    """
+
+    def __init__(self, settings, fx, cider_x=1.0, semilocal_xc=None, name="cider",
+                 header=None):
+        if not isinstance(settings, DescriptorSettings):
+            raise TypeError("settings must be a DescriptorSettings")
+        if fx.n_features != settings.n_features:
+            raise ValueError(
+                f"model has {fx.n_features} features but its descriptor settings "
+                f"define {settings.n_features} ({', '.join(settings.feature_names)})")
+        self.settings = settings
+        self.fx = fx
+        self.cider_x = float(cider_x)
+        self.semilocal_xc = semilocal_xc or None
+        self.name = name
+        self.header = dict(header or {})
+        self.chain = FeatureChain(settings)
+
+    def __repr__(self):
+        return f"<CiderFunctional {self.describe()}>"
+
+    def __str__(self):
+        return self.describe()
+
+    # PySCF's dispersion lookup (scf.dispersion.parse_disp) lower-cases the
+    # functional name; a CIDER functional has no dispersion parameters.
+    def lower(self):
+        return "cider"
+
+    def upper(self):
+        return "CIDER"
+
+    def describe(self):
+        parts = [f"{self.cider_x:g}*CIDER_X[{self.name}]"]
+        if self.semilocal_xc:
+            parts.append(self.semilocal_xc)
+        return " + ".join(parts)
+
+    def with_composition(self, *, exchange_only=False, cider_x=None, semilocal_xc=None):
+        """A copy with another composition (same descriptors and F_x)."""
+        if exchange_only:
+            if cider_x is not None or semilocal_xc is not None:
+                raise ValueError("exchange_only=True excludes cider_x/semilocal_xc")
+            cx, sl = 1.0, None
+        else:
+            cx = self.cider_x if cider_x is None else cider_x
+            sl = self.semilocal_xc if semilocal_xc is None else semilocal_xc
+        return CiderFunctional(self.settings, self.fx, cx, sl, self.name, self.header)
+
+    def enhancement(self, x):
+        """F_x(x) - F_x^PBE, i.e. f_ML, and its gradient."""
+        return self.fx(x)
+
+    def exchange(self, n, sigma, tau, G, dG_da=None, a_derivs=None):
+        """Closed-shell exchange energy density and derivatives.
+
+        n, sigma, tau : (N,) density, |grad n|^2, kinetic energy density
+        G : (n_nonlocal, N) nonlocal features at the exponents a_i(r)
+        dG_da : (n_nonlocal, N), optional, derivative of G_i w.r.t. a_i
+        a_derivs : (da_dn, da_dsigma, da_dtau) of the base exponent
+
+        Returns an :class:`XResult`; at points below the density cutoff
+        everything is 0.
+        """
+        n = np.asarray(n, dtype=float)
+        x, jac = self.chain.transform(n, sigma, tau, G)
+        f, df = self.fx(x)
+        fpbe, dfpbe = pbe_enhancement(jac.p)
+        F = fpbe + f
+        e0, de0 = lda_exchange(n)
+        mask = n > self.settings.rho_cutoff
+        e0 = np.where(mask, e0, 0.0)
+        de0 = np.where(mask, de0, 0.0)
+        exc = e0 * F
+        vrho = de0 * F + e0 * (dfpbe * jac.dp_dn + df[0] * jac.dxp_dn + df[1] * jac.dxa_dn)
+        vsigma = e0 * (dfpbe * jac.dp_ds + df[0] * jac.dxp_ds + df[1] * jac.dxa_ds)
+        vtau = e0 * df[1] * jac.dxa_dt
+        vG = e0 * df[2:] * jac.dxg_dG
+        if dG_da is not None:
+            da_dn, da_ds, da_dt = a_derivs
+            w = (vG * dG_da * self.chain.multipliers[:, None]).sum(axis=0)
+            vrho = vrho + w * da_dn
+            vsigma = vsigma + w * da_ds
+            vtau = vtau + w * da_dt
+        return XResult(exc, vrho, vsigma, vtau, vG)

@@ -1,0 +1,110 @@
+"""The one hook that makes ``mf.xc = cider_xc.load(...)`` work.
+
+PySCF's Kohn-Sham classes keep ``xc`` as a plain attribute and evaluate it
+through ``mf._numint``.  :func:`install` puts two small data descriptors on
+``pyscf.dft.rks.KohnShamDFT`` (the base of RKS, UKS, ROKS and their
+density-fitted variants):
+
+* ``xc``: stores the value in the instance dict exactly as before; for a
+  :class:`~cider_xc.model.CiderFunctional` it first checks that the method is
+  supported (molecular RKS/UKS/ROKS; not pyscf.pbc, GKS or relativistic).
+* ``_numint``: returns the stored NumInt, except that while ``xc`` holds a
+  CIDER functional it returns (and stores) a
+  :class:`~cider_xc.pyscf.numint.CiderNumInt` wrapping the stock one, and
+  when ``xc`` is a string again it returns the stock NumInt unchanged.
+
+With a string ``xc`` nothing else changes: PySCF runs its own code on its
+own NumInt object, so energies are bit-identical to a run without cider-xc.
+``uninstall()`` removes both descriptors.
+"""
+from __future__ import annotations
+
+from ..model import CiderFunctional
+
+
+class _XcAttribute:
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        try:
+            return obj.__dict__["xc"]
+        except KeyError:
+            raise AttributeError("xc") from None
+
+    def __set__(self, obj, value):
+        if isinstance(value, CiderFunctional):
+            check_supported(obj)
+        obj.__dict__["xc"] = value
+
+    def __delete__(self, obj):
+        del obj.__dict__["xc"]
+
+
+class _NumIntAttribute:
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        from .numint import CiderNumInt
+        d = obj.__dict__
+        try:
+            ni = d["_numint"]
+        except KeyError:
+            raise AttributeError("_numint") from None
+        xc = d.get("xc")
+        if isinstance(xc, CiderFunctional):
+            if not (isinstance(ni, CiderNumInt) and ni.functional is xc):
+                if isinstance(ni, CiderNumInt):
+                    ni = CiderNumInt(xc, ni._stock, ni._cache)
+                else:
+                    ni = CiderNumInt(xc, ni)
+                d["_numint"] = ni
+        elif isinstance(ni, CiderNumInt):
+            ni = ni._stock
+            d["_numint"] = ni
+        return ni
+
+    def __set__(self, obj, value):
+        obj.__dict__["_numint"] = value
+
+    def __delete__(self, obj):
+        del obj.__dict__["_numint"]
+
+
+def check_supported(mf):
+    """Raise a clear error for methods a CIDER functional cannot serve."""
+    mro = type(mf).__mro__
+    if any(c.__module__.startswith("pyscf.pbc") for c in mro):
+        raise NotImplementedError(
+            "cider_xc: periodic pyscf.pbc calculations are not supported; use "
+            "cider_xc.gpaw (GPAW plane waves) for solids")
+    from pyscf.dft import rks, roks, uks
+    names = {c.__name__ for c in mro}
+    if names & {"GKS", "DKS", "UDKS", "RDKS", "DHF", "GHF"} or not isinstance(
+            mf, (rks.RKS, uks.UKS, roks.ROKS)):
+        raise NotImplementedError(
+            f"cider_xc: {type(mf).__name__} is not supported; CIDER functionals "
+            "work with molecular dft.RKS, dft.UKS and dft.ROKS (optionally "
+            ".density_fit())")
+
+
+def install():
+    """Install the descriptors (idempotent)."""
+    from pyscf.dft import rks
+    cls = rks.KohnShamDFT
+    if not isinstance(cls.__dict__.get("xc"), _XcAttribute):
+        cls.xc = _XcAttribute()
+    if not isinstance(cls.__dict__.get("_numint"), _NumIntAttribute):
+        cls._numint = _NumIntAttribute()
+
+
+def uninstall():
+    from pyscf.dft import rks
+    cls = rks.KohnShamDFT
+    for name, kind in (("xc", _XcAttribute), ("_numint", _NumIntAttribute)):
+        if isinstance(cls.__dict__.get(name), kind):
+            delattr(cls, name)
+
+
+def installed():
+    from pyscf.dft import rks
+    return isinstance(rks.KohnShamDFT.__dict__.get("xc"), _XcAttribute)

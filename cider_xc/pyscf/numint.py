@@ -1,0 +1,334 @@
+"""NumInt for CIDER functionals: energies and SCF potentials (RKS, UKS, ROKS).
+
+Per grid block: the semilocal quantities of each spin channel's closed-shell
+density 2 n_sigma, the exponents a_i(r), the nonlocal features G_i from the
+density-fitting coefficients (analytic Gaussian convolution), the model, and
+the potential in PySCF's meta-GGA layout.  The nonlocal adjoint collects
+dE/dc over all blocks and becomes a Coulomb-like matrix at the end.
+
+Everything a CIDER functional cannot do yet (response kernels for TDDFT,
+stability analysis and Hessians; nuclear gradients) raises
+``NotImplementedError`` instead of returning a wrong number.
+"""
+from __future__ import annotations
+
+import numpy as np
+from pyscf import lib
+from pyscf.dft import numint
+from pyscf.dft.numint import (NBINS, _dot_ao_ao_sparse, _scale_ao_sparse,
+                              _tau_dot_sparse)
+from pyscf.lib import logger
+
+from ..model import CiderFunctional
+from .dfaux import DensityProjector, geometry_key
+
+#: densities below this (absolute, a.u.) count as numerical noise; below it
+#: the input is rejected as a negative density
+NEGATIVE_DENSITY_TOL = 1e-8
+
+UNSUPPORTED = (
+    "cider_xc: {what} is not implemented for CIDER functionals yet (only "
+    "energies and self-consistent potentials are); nuclear gradients, TDDFT, "
+    "CPHF/stability analysis and Hessians need derivatives that are not "
+    "available. Use a semilocal or hybrid functional string for these.")
+
+
+class _LibxcShim:
+    """PySCF's libxc module, answering for CIDER functionals too."""
+
+    def __init__(self, base):
+        self._base = base
+
+    def __getattr__(self, key):
+        return getattr(self._base, key)
+
+    def is_hybrid_xc(self, xc_code):
+        if isinstance(xc_code, CiderFunctional):
+            return False
+        return self._base.is_hybrid_xc(xc_code)
+
+    def is_nlc(self, xc_code):
+        if isinstance(xc_code, CiderFunctional):
+            return False
+        return self._base.is_nlc(xc_code)
+
+    def xc_type(self, xc_code):
+        if isinstance(xc_code, CiderFunctional):
+            return "MGGA"
+        return self._base.xc_type(xc_code)
+
+    def is_meta_gga(self, xc_code):
+        return self.xc_type(xc_code) == "MGGA"
+
+    def is_gga(self, xc_code):
+        return self.xc_type(xc_code) == "GGA"
+
+    def is_lda(self, xc_code):
+        return self.xc_type(xc_code) == "LDA"
+
+    def needs_laplacian(self, xc_code):
+        if isinstance(xc_code, CiderFunctional):
+            return False
+        return self._base.needs_laplacian(xc_code)
+
+    def xc_reference(self, xc_code):
+        if isinstance(xc_code, CiderFunctional):
+            refs = [f"CIDER exchange model '{xc_code.name}' (cider-xc), "
+                    "after Bystrom and Kozinsky, JCTC 18, 2180 (2022)"]
+            if xc_code.semilocal_xc:
+                refs += list(self._base.xc_reference(xc_code.semilocal_xc))
+            return refs
+        return self._base.xc_reference(xc_code)
+
+    def hybrid_coeff(self, xc_code, spin=0):
+        if isinstance(xc_code, CiderFunctional):
+            return 0.0
+        return self._base.hybrid_coeff(xc_code, spin)
+
+    def rsh_coeff(self, xc_code):
+        if isinstance(xc_code, CiderFunctional):
+            return 0.0, 0.0, 0.0
+        return self._base.rsh_coeff(xc_code)
+
+
+class CiderNumInt(numint.NumInt):
+    """NumInt that evaluates a :class:`CiderFunctional` (and any string
+    functional exactly as the stock NumInt it wraps)."""
+
+    def __init__(self, functional, stock=None, cache=None):
+        super().__init__()
+        if not isinstance(functional, CiderFunctional):
+            raise TypeError("CiderNumInt needs a CiderFunctional")
+        self.functional = functional
+        self._stock = stock if stock is not None else numint.NumInt()
+        self.libxc = _LibxcShim(self._stock.libxc)
+        self._cache = cache if cache is not None else {}
+
+    # ---- helpers ---------------------------------------------------------
+    def _is_cider(self, xc_code):
+        return isinstance(xc_code, CiderFunctional)
+
+    def projector(self, mol):
+        """The (cached) density projector of this geometry and basis."""
+        key = geometry_key(mol)
+        proj = self._cache.get("projector")
+        if proj is None or proj.key != key:
+            t0 = (logger.process_clock(), logger.perf_counter())
+            proj = DensityProjector(mol)
+            self._cache["projector"] = proj
+            log = logger.new_logger(mol)
+            log.info("CIDER: density fitting in %d even-tempered auxiliary functions "
+                     "(%d metric eigenvalues dropped)", proj.naux, proj.n_dropped)
+            log.timer("CIDER auxiliary basis setup", *t0)
+        return proj
+
+    def _xc_type(self, xc_code):
+        if self._is_cider(xc_code):
+            return "MGGA"
+        return super()._xc_type(xc_code)
+
+    def rsh_and_hybrid_coeff(self, xc_code, spin=0):
+        if self._is_cider(xc_code):
+            return 0.0, 0.0, 0.0
+        return super().rsh_and_hybrid_coeff(xc_code, spin)
+
+    def hybrid_coeff(self, xc_code, spin=0):
+        if self._is_cider(xc_code):
+            return 0.0
+        return super().hybrid_coeff(xc_code, spin)
+
+    def rsh_coeff(self, xc_code):
+        if self._is_cider(xc_code):
+            return 0.0, 0.0, 0.0
+        return super().rsh_coeff(xc_code)
+
+    # ---- what is not supported ------------------------------------------
+    def eval_xc_eff(self, xc_code, rho, deriv=1, omega=None, xctype=None, verbose=None,
+                    spin=None):
+        if self._is_cider(xc_code):
+            raise NotImplementedError(UNSUPPORTED.format(
+                what="pointwise evaluation (eval_xc_eff), used by gradients and response"))
+        return super().eval_xc_eff(xc_code, rho, deriv, omega, xctype, verbose, spin)
+
+    def eval_xc(self, xc_code, rho, spin=0, relativity=0, deriv=1, omega=None,
+                verbose=None):
+        if self._is_cider(xc_code):
+            raise NotImplementedError(UNSUPPORTED.format(what="eval_xc"))
+        return super().eval_xc(xc_code, rho, spin, relativity, deriv, omega, verbose)
+
+    def nr_fxc(self, mol, grids, xc_code, dm0, dms, *args, **kwargs):
+        if self._is_cider(xc_code):
+            raise NotImplementedError(UNSUPPORTED.format(what="the response kernel (fxc)"))
+        return super().nr_fxc(mol, grids, xc_code, dm0, dms, *args, **kwargs)
+
+    def nr_rks_fxc(self, mol, grids, xc_code, *args, **kwargs):
+        if self._is_cider(xc_code):
+            raise NotImplementedError(UNSUPPORTED.format(what="the response kernel (fxc)"))
+        return super().nr_rks_fxc(mol, grids, xc_code, *args, **kwargs)
+
+    def nr_rks_fxc_st(self, mol, grids, xc_code, *args, **kwargs):
+        if self._is_cider(xc_code):
+            raise NotImplementedError(UNSUPPORTED.format(what="the response kernel (fxc)"))
+        return super().nr_rks_fxc_st(mol, grids, xc_code, *args, **kwargs)
+
+    def nr_uks_fxc(self, mol, grids, xc_code, *args, **kwargs):
+        if self._is_cider(xc_code):
+            raise NotImplementedError(UNSUPPORTED.format(what="the response kernel (fxc)"))
+        return super().nr_uks_fxc(mol, grids, xc_code, *args, **kwargs)
+
+    def cache_xc_kernel(self, mol, grids, xc_code, *args, **kwargs):
+        if self._is_cider(xc_code):
+            raise NotImplementedError(UNSUPPORTED.format(what="the response kernel (fxc)"))
+        return super().cache_xc_kernel(mol, grids, xc_code, *args, **kwargs)
+
+    def cache_xc_kernel1(self, mol, grids, xc_code, *args, **kwargs):
+        if self._is_cider(xc_code):
+            raise NotImplementedError(UNSUPPORTED.format(what="the response kernel (fxc)"))
+        return super().cache_xc_kernel1(mol, grids, xc_code, *args, **kwargs)
+
+    def nr_nlc_vxc(self, mol, grids, xc_code, *args, **kwargs):
+        if self._is_cider(xc_code):
+            raise NotImplementedError("cider_xc: CIDER functionals have no VV10 part")
+        return super().nr_nlc_vxc(mol, grids, xc_code, *args, **kwargs)
+
+    # ---- energies and potentials ----------------------------------------
+    def nr_rks(self, mol, grids, xc_code, dms, relativity=0, hermi=1,
+               max_memory=2000, verbose=None):
+        if not self._is_cider(xc_code):
+            return super().nr_rks(mol, grids, xc_code, dms, relativity, hermi,
+                                  max_memory, verbose)
+        dms = np.asarray(dms)
+        nao = dms.shape[-1]
+        dm_sets = dms.reshape(-1, nao, nao)
+        out = [self._nr_cider(mol, grids, xc_code, dm[None], hermi, max_memory, verbose)
+               for dm in dm_sets]
+        if dms.ndim == 2:
+            n, e, v = out[0]
+            return n[0], e, v[0]
+        return (np.array([o[0][0] for o in out]), np.array([o[1] for o in out]),
+                np.array([o[2][0] for o in out]).reshape(dms.shape))
+
+    def nr_uks(self, mol, grids, xc_code, dms, relativity=0, hermi=1,
+               max_memory=2000, verbose=None):
+        if not self._is_cider(xc_code):
+            return super().nr_uks(mol, grids, xc_code, dms, relativity, hermi,
+                                  max_memory, verbose)
+        dma, dmb = numint._format_uks_dm(dms)
+        nao = dma.shape[-1]
+        dma = np.asarray(dma)
+        dmb = np.asarray(dmb)
+        single = dma.ndim == 2
+        dma = dma.reshape(-1, nao, nao)
+        dmb = dmb.reshape(-1, nao, nao)
+        out = [self._nr_cider(mol, grids, xc_code, np.array([a, b]), hermi, max_memory,
+                              verbose) for a, b in zip(dma, dmb)]
+        if single:
+            return out[0]
+        nelec = np.array([o[0] for o in out]).T
+        exc = np.array([o[1] for o in out])
+        vmat = np.array([o[2] for o in out]).transpose(1, 0, 2, 3)
+        return nelec, exc, vmat
+
+    def _nr_cider(self, mol, grids, fn, dms, hermi, max_memory, verbose):
+        """Energy and potential for one set of spin density matrices.
+
+        dms : (nspin, nao, nao); nspin = 1 (RKS, total density) or 2.
+        Returns nelec (nspin,), exc, vmat (nspin, nao, nao)."""
+        if getattr(mol, "a", None) is not None and hasattr(mol, "lattice_vectors"):
+            raise NotImplementedError(
+                "cider_xc: periodic pyscf.pbc calculations are not supported; "
+                "use cider_xc.gpaw for solids")
+        log = logger.new_logger(mol, verbose)
+        if not np.all(np.isfinite(dms)):
+            raise ValueError("cider_xc: the density matrix contains NaN or inf")
+        nspin, nao = dms.shape[0], dms.shape[-1]
+        t_start = (logger.process_clock(), logger.perf_counter())
+        proj = self.projector(mol)
+        gset = proj.gaussians
+        spin_fac = 2.0 if nspin == 2 else 1.0      # closed-shell density 2 n_sigma
+        e_fac = 0.5 if nspin == 2 else 1.0         # E_x = 1/2 sum_sigma E_x[2 n_sigma]
+        coefs = [spin_fac * proj.coefficients(dm) for dm in dms]
+        make_rho = [self._gen_rho_evaluator(mol, dm, hermi, False, grids)[0] for dm in dms]
+        stock = self._stock
+        sl_code = fn.semilocal_xc
+        sl_type = stock._xc_type(sl_code) if sl_code else None
+        cx = fn.cider_x
+
+        ao_loc = mol.ao_loc_nr()
+        cutoff = grids.cutoff * 1e2
+        nbins = NBINS * 2 - int(NBINS * np.log(cutoff) / np.log(grids.cutoff))
+        pair_mask = mol.get_overlap_cond() < -np.log(self.cutoff)
+        nelec = np.zeros(nspin)
+        excsum = 0.0
+        vmat = np.zeros((nspin, nao, nao))
+        v1 = np.zeros((nspin, nao, nao))
+        dE_dc = np.zeros((nspin, proj.naux))
+        t_desc = t_pot = t_sl = 0.0
+        aow = None
+        for ao, mask, weight, coords in self.block_loop(mol, grids, nao, 1,
+                                                        max_memory=max_memory):
+            rhos = np.array([mr(0, ao, mask, "MGGA") for mr in make_rho])  # (nspin,5,N)
+            _check_density(rhos)
+            ngb = weight.size
+            wv = np.zeros((nspin, 5, ngb))
+            for s in range(nspin):
+                nelec[s] += np.dot(weight, rhos[s, 0])
+                if cx == 0.0:
+                    continue
+                r2 = spin_fac * rhos[s]
+                t0 = logger.perf_counter()
+                n, grad, tau = r2[0], r2[1:4], r2[4]
+                sigma = np.einsum("xg,xg->g", grad, grad)
+                a, a_derivs = fn.chain.exponents(n, sigma, tau)
+                G, dG_da = gset.convolve(coords, a, coefs[s])
+                res = fn.exchange(n, sigma, tau, G, dG_da, a_derivs)
+                t1 = logger.perf_counter()
+                t_desc += t1 - t0
+                excsum += cx * e_fac * np.dot(weight, res.exc)
+                wv[s, 0] += cx * weight * res.vrho
+                wv[s, 1:4] += cx * 2.0 * weight * res.vsigma * grad
+                wv[s, 4] += cx * weight * res.vtau
+                dE_dc[s] += cx * gset.convolve_adjoint(coords, a, res.vG * weight)
+                t_pot += logger.perf_counter() - t1
+            if sl_code:
+                t0 = logger.perf_counter()
+                rho_sl = rhos[0] if nspin == 1 else rhos
+                if sl_type == "LDA":
+                    rho_sl = rho_sl[..., 0, :]
+                elif sl_type == "GGA":
+                    rho_sl = rho_sl[..., :4, :]
+                exc, vxc = stock.eval_xc_eff(sl_code, rho_sl, deriv=1, xctype=sl_type,
+                                             spin=nspin - 1)[:2]
+                den = rhos[:, 0].sum(axis=0) * weight
+                excsum += np.dot(den, exc)
+                vxc = np.asarray(vxc).reshape(nspin, -1, ngb)
+                wv[:, :vxc.shape[1]] += weight * vxc
+                t_sl += logger.perf_counter() - t0
+            for s in range(nspin):
+                w = wv[s]
+                w[0] *= 0.5   # for v + v.T
+                w[4] *= 0.5   # 1/2 in tau
+                aow = _scale_ao_sparse(ao[:4], w[:4], mask, ao_loc, out=aow)
+                _dot_ao_ao_sparse(ao[0], aow, None, nbins, mask, pair_mask, ao_loc,
+                                  hermi=0, out=vmat[s])
+                _tau_dot_sparse(ao, ao, w[4], nbins, mask, pair_mask, ao_loc, out=v1[s])
+        vmat = lib.hermi_sum(vmat, axes=(0, 2, 1)) + v1
+        t0 = logger.perf_counter()
+        if cx != 0.0:
+            for s in range(nspin):
+                vmat[s] += proj.potential(dE_dc[s])
+        t_pot += logger.perf_counter() - t0
+        log.info("CIDER %s: E_xc = %.12g; descriptors %.3f s, nonlocal potential "
+                 "%.3f s, semilocal part %.3f s", fn.name, excsum, t_desc, t_pot, t_sl)
+        log.timer("CIDER nr_%s" % ("rks" if nspin == 1 else "uks"), *t_start)
+        return nelec, excsum, vmat
+
+
+def _check_density(rhos):
+    if not np.all(np.isfinite(rhos)):
+        raise ValueError("cider_xc: the density, its gradient or tau contains NaN "
+                         "or inf on the grid")
+    rmin = rhos[:, 0].min(initial=0.0)
+    if rmin < -NEGATIVE_DENSITY_TOL:
+        raise ValueError(f"cider_xc: negative density on the grid (min {rmin:.3g}); "
+                         "the density matrix is not a physical density")
