@@ -170,10 +170,13 @@ def _poly(dx, dy, dz, l, coef, off, lx, ly, lz, start, px, py, pz):
 def _evaluate(coords, coef, centers, ls, zetas, offs, lx, ly, lz, start, out):
     N = coords.shape[0]
     nblk = (N + BLOCK - 1) // BLOCK
+    # scratch is allocated outside the parallel loop and indexed by block:
+    # numba may hoist allocations out of a prange body and share them
+    scratch = np.empty((nblk, 3, LMAX + 1))
     for b in numba.prange(nblk):
         p0 = b * BLOCK
         p1 = min(N, p0 + BLOCK)
-        px = np.empty(LMAX + 1); py = np.empty(LMAX + 1); pz = np.empty(LMAX + 1)
+        px = scratch[b, 0]; py = scratch[b, 1]; pz = scratch[b, 2]
         cx, cy, cz, rad = _block_sphere(coords, p0, p1)
         for s in range(ls.shape[0]):
             z = zetas[s]
@@ -196,10 +199,11 @@ def _forward(coords, a, coef, centers, ls, zetas, offs, lx, ly, lz, start,
     N = coords.shape[0]
     nf = a.shape[0]
     nblk = (N + BLOCK - 1) // BLOCK
+    scratch = np.empty((nblk, 3, LMAX + 1))   # per block, see _evaluate
     for b in numba.prange(nblk):
         p0 = b * BLOCK
         p1 = min(N, p0 + BLOCK)
-        px = np.empty(LMAX + 1); py = np.empty(LMAX + 1); pz = np.empty(LMAX + 1)
+        px = scratch[b, 0]; py = scratch[b, 1]; pz = scratch[b, 2]
         cx, cy, cz, rad = _block_sphere(coords, p0, p1)
         amin = a[0, p0]
         for f in range(nf):
@@ -258,13 +262,16 @@ def _adjoint(coords, a, u, centers, ls, zetas, offs, lx, ly, lz, start,
                     amin = a[f, g]
         bsph[b, 0] = cx; bsph[b, 1] = cy; bsph[b, 2] = cz
         bsph[b, 3] = rad; bsph[b, 4] = amin
+    # per-shell scratch and accumulators, allocated outside the parallel loop
+    scratch = np.empty((nsh, 3, LMAX + 1))
+    accs = np.zeros((nsh, start[LMAX + 1] - start[LMAX]))
     for s in numba.prange(nsh):
         z = zetas[s]
         l = ls[s]
         i0 = start[l]
         nc = start[l + 1] - i0
-        acc = np.zeros(nc)
-        px = np.empty(LMAX + 1); py = np.empty(LMAX + 1); pz = np.empty(LMAX + 1)
+        acc = accs[s]
+        px = scratch[s, 0]; py = scratch[s, 1]; pz = scratch[s, 2]
         for b in range(nblk):
             amin = bsph[b, 4]
             if _shell_far(bsph[b, 0], bsph[b, 1], bsph[b, 2], bsph[b, 3],
