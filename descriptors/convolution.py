@@ -131,7 +131,7 @@ class SolidGaussianSet:
         return self.TT @ out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
 def _block_sphere(coords, p0, p1):
     cx = 0.0; cy = 0.0; cz = 0.0
     for g in range(p0, p1):
@@ -146,13 +146,13 @@ def _block_sphere(coords, p0, p1):
     return cx, cy, cz, math.sqrt(r2)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
 def _shell_far(cx, cy, cz, rad, R, zeta_eff, cutoff):
     d = math.sqrt((R[0] - cx) ** 2 + (R[1] - cy) ** 2 + (R[2] - cz) ** 2) - rad
     return d > 0.0 and zeta_eff * d * d > cutoff
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
 def _poly(dx, dy, dz, l, coef, off, lx, ly, lz, start, px, py, pz):
     px[0] = 1.0; py[0] = 1.0; pz[0] = 1.0
     for k in range(1, l + 1):
@@ -166,7 +166,7 @@ def _poly(dx, dy, dz, l, coef, off, lx, ly, lz, start, px, py, pz):
     return s
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
 def _evaluate(coords, coef, centers, ls, zetas, offs, lx, ly, lz, start, out):
     N = coords.shape[0]
     nblk = (N + BLOCK - 1) // BLOCK
@@ -193,7 +193,7 @@ def _evaluate(coords, coef, centers, ls, zetas, offs, lx, ly, lz, start, out):
                                                  lx, ly, lz, start, px, py, pz)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
 def _forward(coords, a, coef, centers, ls, zetas, offs, lx, ly, lz, start,
              cutoff, G, dG):
     N = coords.shape[0]
@@ -233,7 +233,8 @@ def _forward(coords, a, coef, centers, ls, zetas, offs, lx, ly, lz, start,
                                      start, px, py, pz)
                         have_poly = True
                     r = af / za
-                    pref = (math.pi / za) ** 1.5
+                    t = math.pi / za
+                    pref = t * math.sqrt(t)
                     for k in range(l):
                         pref *= r
                     v = pref * math.exp(-arg) * poly
@@ -242,7 +243,7 @@ def _forward(coords, a, coef, centers, ls, zetas, offs, lx, ly, lz, start,
                                      - d2 * (z / za) ** 2)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
 def _adjoint(coords, a, u, centers, ls, zetas, offs, lx, ly, lz, start,
              cutoff, out):
     N = coords.shape[0]
@@ -292,7 +293,8 @@ def _adjoint(coords, a, u, centers, ls, zetas, offs, lx, ly, lz, start,
                     if arg > cutoff or u[f, g] == 0.0:
                         continue
                     r = af / za
-                    pref = (math.pi / za) ** 1.5
+                    t = math.pi / za
+                    pref = t * math.sqrt(t)
                     for k in range(l):
                         pref *= r
                     w += u[f, g] * pref * math.exp(-arg)

@@ -85,6 +85,20 @@ class _LibxcShim:
             return 0.0
         return self._base.hybrid_coeff(xc_code, spin)
 
+    def max_deriv_order(self, xc_code):
+        if isinstance(xc_code, CiderFunctional):
+            return 1
+        return self._base.max_deriv_order(xc_code)
+
+    def test_deriv_order(self, xc_code, deriv, raise_error=False):
+        if isinstance(xc_code, CiderFunctional):
+            if deriv > 1 and raise_error:
+                raise NotImplementedError(UNSUPPORTED.format(
+                    what="the second functional derivative (response: TDDFT, "
+                         "stability analysis, CPHF, Newton solver)"))
+            return deriv <= 1
+        return self._base.test_deriv_order(xc_code, deriv, raise_error)
+
     def rsh_coeff(self, xc_code):
         if isinstance(xc_code, CiderFunctional):
             return 0.0, 0.0, 0.0
@@ -121,6 +135,12 @@ class CiderNumInt(numint.NumInt):
                      "(%d metric eigenvalues dropped)", proj.naux, proj.n_dropped)
             log.timer("CIDER auxiliary basis setup", *t0)
         return proj
+
+    @property
+    def timings(self):
+        """Accumulated wall times (s) of the CIDER steps and the call count."""
+        return dict(self._cache.get("timings", {"calls": 0, "descriptors": 0.0,
+                                                "potential": 0.0, "semilocal": 0.0}))
 
     def _xc_type(self, xc_code):
         if self._is_cider(xc_code):
@@ -318,6 +338,12 @@ class CiderNumInt(numint.NumInt):
             for s in range(nspin):
                 vmat[s] += proj.potential(dE_dc[s])
         t_pot += logger.perf_counter() - t0
+        tim = self._cache.setdefault("timings", {"calls": 0, "descriptors": 0.0,
+                                                 "potential": 0.0, "semilocal": 0.0})
+        tim["calls"] += 1
+        tim["descriptors"] += t_desc
+        tim["potential"] += t_pot
+        tim["semilocal"] += t_sl
         log.info("CIDER %s: E_xc = %.12g; descriptors %.3f s, nonlocal potential "
                  "%.3f s, semilocal part %.3f s", fn.name, excsum, t_desc, t_pot, t_sl)
         log.timer("CIDER nr_%s" % ("rks" if nspin == 1 else "uks"), *t_start)
