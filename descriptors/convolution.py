@@ -83,6 +83,12 @@ class SolidGaussianSet:
         if self.T.shape[0] != self.ncart:
             raise ValueError("T has the wrong number of rows")
         self.TT = self.T.T.tocsr()
+        # runs of consecutive shells on the same centre share distances and
+        # monomials in the kernels
+        new = np.ones(len(self.l), dtype=bool)
+        if len(self.l) > 1:
+            new[1:] = np.any(self.centers[1:] != self.centers[:-1], axis=1)
+        self.groups = np.append(np.nonzero(new)[0], len(self.l)).astype(np.int64)
 
     @property
     def ncoef(self):
@@ -114,7 +120,7 @@ class SolidGaussianSet:
         G = np.zeros(a.shape)
         dG = np.zeros(a.shape)
         _forward(coords, a, self.cartesian(c), self.centers, self.l, self.zeta,
-                 self.cart_off, CART_LX, CART_LY, CART_LZ, CART_START,
+                 self.cart_off, CART_LX, CART_LY, CART_LZ, CART_START, self.groups,
                  EXP_CUTOFF, G, dG)
         return G, dG
 
@@ -127,7 +133,7 @@ class SolidGaussianSet:
             raise ValueError("u and a must have the same shape")
         out = np.zeros(self.ncart)
         _adjoint(coords, a, u, self.centers, self.l, self.zeta, self.cart_off,
-                 CART_LX, CART_LY, CART_LZ, CART_START, EXP_CUTOFF, out)
+                 CART_LX, CART_LY, CART_LZ, CART_START, self.groups, EXP_CUTOFF, out)
         return self.TT @ out
 
 
@@ -195,62 +201,98 @@ def _evaluate(coords, coef, centers, ls, zetas, offs, lx, ly, lz, start, out):
 
 @numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
 def _forward(coords, a, coef, centers, ls, zetas, offs, lx, ly, lz, start,
-             cutoff, G, dG):
+             grp, cutoff, G, dG):
+    """G[f, g] += sum_s K_s(r_g; a[f, g]) and dG/da; shells grouped by centre
+    (grp[i]..grp[i+1]) so that distances and monomials are shared."""
     N = coords.shape[0]
     nf = a.shape[0]
     nblk = (N + BLOCK - 1) // BLOCK
-    scratch = np.empty((nblk, 3, LMAX + 1))   # per block, see _evaluate
+    ngrp = grp.shape[0] - 1
+    nmono = start[LMAX + 1]
+    # scratch is allocated outside the parallel loop and indexed by block:
+    # numba may hoist allocations out of a prange body and share them
+    scratch = np.empty((nblk, 3, LMAX + 1))
+    monos = np.empty((nblk, nmono))
     for b in numba.prange(nblk):
         p0 = b * BLOCK
         p1 = min(N, p0 + BLOCK)
         px = scratch[b, 0]; py = scratch[b, 1]; pz = scratch[b, 2]
+        mono = monos[b]
         cx, cy, cz, rad = _block_sphere(coords, p0, p1)
         amin = a[0, p0]
         for f in range(nf):
             for g in range(p0, p1):
                 if a[f, g] < amin:
                     amin = a[f, g]
-        for s in range(ls.shape[0]):
-            z = zetas[s]
-            l = ls[s]
-            if _shell_far(cx, cy, cz, rad, centers[s], z * amin / (z + amin), cutoff):
+        for ig in range(ngrp):
+            s0 = grp[ig]
+            s1 = grp[ig + 1]
+            zmin = zetas[s0]
+            lmax = ls[s0]
+            for s in range(s0, s1):
+                if zetas[s] < zmin:
+                    zmin = zetas[s]
+                if ls[s] > lmax:
+                    lmax = ls[s]
+            R = centers[s0]
+            if _shell_far(cx, cy, cz, rad, R, zmin * amin / (zmin + amin), cutoff):
                 continue
             for g in range(p0, p1):
-                dx = coords[g, 0] - centers[s, 0]
-                dy = coords[g, 1] - centers[s, 1]
-                dz = coords[g, 2] - centers[s, 2]
+                dx = coords[g, 0] - R[0]
+                dy = coords[g, 1] - R[1]
+                dz = coords[g, 2] - R[2]
                 d2 = dx * dx + dy * dy + dz * dz
-                poly = 0.0
-                have_poly = False
-                for f in range(nf):
-                    af = a[f, g]
-                    za = z + af
-                    arg = z * af / za * d2
-                    if arg > cutoff:
+                ag = a[0, g]
+                for f in range(1, nf):
+                    if a[f, g] < ag:
+                        ag = a[f, g]
+                if zmin * ag / (zmin + ag) * d2 > cutoff:
+                    continue
+                px[0] = 1.0; py[0] = 1.0; pz[0] = 1.0
+                for k in range(1, lmax + 1):
+                    px[k] = px[k - 1] * dx
+                    py[k] = py[k - 1] * dy
+                    pz[k] = pz[k - 1] * dz
+                for k in range(start[lmax + 1]):
+                    mono[k] = px[lx[k]] * py[ly[k]] * pz[lz[k]]
+                for s in range(s0, s1):
+                    z = zetas[s]
+                    l = ls[s]
+                    i0 = start[l]
+                    nc = start[l + 1] - i0
+                    poly = 0.0
+                    o = offs[s]
+                    for k in range(nc):
+                        poly += coef[o + k] * mono[i0 + k]
+                    if poly == 0.0:
                         continue
-                    if not have_poly:
-                        poly = _poly(dx, dy, dz, l, coef, offs[s], lx, ly, lz,
-                                     start, px, py, pz)
-                        have_poly = True
-                    r = af / za
-                    t = math.pi / za
-                    pref = t * math.sqrt(t)
-                    for k in range(l):
-                        pref *= r
-                    v = pref * math.exp(-arg) * poly
-                    G[f, g] += v
-                    dG[f, g] += v * (-1.5 / za + l * (1.0 / af - 1.0 / za)
-                                     - d2 * (z / za) ** 2)
+                    for f in range(nf):
+                        af = a[f, g]
+                        za = z + af
+                        arg = z * af / za * d2
+                        if arg > cutoff:
+                            continue
+                        r = af / za
+                        t = math.pi / za
+                        pref = t * math.sqrt(t)
+                        for k in range(l):
+                            pref *= r
+                        v = pref * math.exp(-arg) * poly
+                        G[f, g] += v
+                        dG[f, g] += v * (-1.5 / za + l * (1.0 / af - 1.0 / za)
+                                         - d2 * (z / za) ** 2)
 
 
 @numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
 def _adjoint(coords, a, u, centers, ls, zetas, offs, lx, ly, lz, start,
-             cutoff, out):
+             grp, cutoff, out):
+    """out[cart coef of shell s] += sum_{g, f} u[f, g] dK_s(r_g; a[f, g])/dc;
+    parallel over centre groups, which own disjoint output entries."""
     N = coords.shape[0]
     nf = a.shape[0]
     nblk = (N + BLOCK - 1) // BLOCK
-    nsh = ls.shape[0]
-    # block bounding spheres and smallest exponents, once
+    ngrp = grp.shape[0] - 1
+    nmono = start[LMAX + 1]
     bsph = np.empty((nblk, 5))
     for b in range(nblk):
         p0 = b * BLOCK
@@ -263,49 +305,70 @@ def _adjoint(coords, a, u, centers, ls, zetas, offs, lx, ly, lz, start,
                     amin = a[f, g]
         bsph[b, 0] = cx; bsph[b, 1] = cy; bsph[b, 2] = cz
         bsph[b, 3] = rad; bsph[b, 4] = amin
-    # per-shell scratch and accumulators, allocated outside the parallel loop
-    scratch = np.empty((nsh, 3, LMAX + 1))
-    accs = np.zeros((nsh, start[LMAX + 1] - start[LMAX]))
-    for s in numba.prange(nsh):
-        z = zetas[s]
-        l = ls[s]
-        i0 = start[l]
-        nc = start[l + 1] - i0
-        acc = accs[s]
-        px = scratch[s, 0]; py = scratch[s, 1]; pz = scratch[s, 2]
+    # scratch allocated outside the parallel loop (numba may hoist allocations
+    # out of a prange body and share them between threads)
+    scratch = np.empty((ngrp, 3, LMAX + 1))
+    monos = np.empty((ngrp, nmono))
+    for ig in numba.prange(ngrp):
+        s0 = grp[ig]
+        s1 = grp[ig + 1]
+        px = scratch[ig, 0]; py = scratch[ig, 1]; pz = scratch[ig, 2]
+        mono = monos[ig]
+        zmin = zetas[s0]
+        lmax = ls[s0]
+        for s in range(s0, s1):
+            if zetas[s] < zmin:
+                zmin = zetas[s]
+            if ls[s] > lmax:
+                lmax = ls[s]
+        R = centers[s0]
         for b in range(nblk):
             amin = bsph[b, 4]
-            if _shell_far(bsph[b, 0], bsph[b, 1], bsph[b, 2], bsph[b, 3],
-                          centers[s], z * amin / (z + amin), cutoff):
+            if _shell_far(bsph[b, 0], bsph[b, 1], bsph[b, 2], bsph[b, 3], R,
+                          zmin * amin / (zmin + amin), cutoff):
                 continue
             p0 = b * BLOCK
             p1 = min(N, p0 + BLOCK)
             for g in range(p0, p1):
-                dx = coords[g, 0] - centers[s, 0]
-                dy = coords[g, 1] - centers[s, 1]
-                dz = coords[g, 2] - centers[s, 2]
+                dx = coords[g, 0] - R[0]
+                dy = coords[g, 1] - R[1]
+                dz = coords[g, 2] - R[2]
                 d2 = dx * dx + dy * dy + dz * dz
-                w = 0.0
-                for f in range(nf):
-                    af = a[f, g]
-                    za = z + af
-                    arg = z * af / za * d2
-                    if arg > cutoff or u[f, g] == 0.0:
-                        continue
-                    r = af / za
-                    t = math.pi / za
-                    pref = t * math.sqrt(t)
-                    for k in range(l):
-                        pref *= r
-                    w += u[f, g] * pref * math.exp(-arg)
-                if w == 0.0:
+                ag = a[0, g]
+                for f in range(1, nf):
+                    if a[f, g] < ag:
+                        ag = a[f, g]
+                if zmin * ag / (zmin + ag) * d2 > cutoff:
                     continue
-                px[0] = 1.0; py[0] = 1.0; pz[0] = 1.0
-                for k in range(1, l + 1):
-                    px[k] = px[k - 1] * dx
-                    py[k] = py[k - 1] * dy
-                    pz[k] = pz[k - 1] * dz
-                for k in range(nc):
-                    acc[k] += w * px[lx[i0 + k]] * py[ly[i0 + k]] * pz[lz[i0 + k]]
-        for k in range(nc):
-            out[offs[s] + k] += acc[k]
+                have_mono = False
+                for s in range(s0, s1):
+                    z = zetas[s]
+                    l = ls[s]
+                    w = 0.0
+                    for f in range(nf):
+                        af = a[f, g]
+                        za = z + af
+                        arg = z * af / za * d2
+                        if arg > cutoff or u[f, g] == 0.0:
+                            continue
+                        r = af / za
+                        t = math.pi / za
+                        pref = t * math.sqrt(t)
+                        for k in range(l):
+                            pref *= r
+                        w += u[f, g] * pref * math.exp(-arg)
+                    if w == 0.0:
+                        continue
+                    if not have_mono:
+                        px[0] = 1.0; py[0] = 1.0; pz[0] = 1.0
+                        for k in range(1, lmax + 1):
+                            px[k] = px[k - 1] * dx
+                            py[k] = py[k - 1] * dy
+                            pz[k] = pz[k - 1] * dz
+                        for k in range(start[lmax + 1]):
+                            mono[k] = px[lx[k]] * py[ly[k]] * pz[lz[k]]
+                        have_mono = True
+                    i0 = start[l]
+                    o = offs[s]
+                    for k in range(start[l + 1] - i0):
+                        out[o + k] += w * mono[i0 + k]
