@@ -14,7 +14,7 @@ setup(
                  "cider_xc.data": "data"},
     package_data={"cider_xc.data": ["functionals/*.npz", "functionals/*.py"]},
     install_requires=["numpy>=1.23", "scipy>=1.9", "numba>=0.57", "h5py>=3.0",
-                      "pyscf>=2.6,<3"],
+                      "pyscf>=2.6,<3", "ase>=3.22"],
     extras_require={
         "train": ["scikit-learn>=1.2", "ase>=3.22"],
         "gpaw": ["gpaw>=24", "ase>=3.22"],

@@ -154,3 +154,24 @@ def test_cli_info(capsys):
     main(["info", "test-nl"])
     out = capsys.readouterr().out
     assert "CIDER_X[test-nl]" in out and "x_g2" in out
+
+
+def test_cli_scf_runs_and_compares(tmp_path, capsys):
+    from cider_xc.cli import main
+    xyz = tmp_path / "h2.xyz"
+    xyz.write_text("2\nH2\nH 0 0 0\nH 0 0 0.74\n")
+    main(["scf", str(xyz), "--basis", "sto-3g", "--grid-level", "1"])
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:] if line.strip()}
+    assert set(rows) == {"CIDER", "PBE", "PBE0"}
+    assert all(r[1] == "True" for r in rows.values())
+    e = {k: float(r[2]) for k, r in rows.items()}
+    assert e["CIDER"] != e["PBE"] and abs(e["CIDER"] - e["PBE0"]) < 0.1
+
+
+def test_cli_scf_bad_geometry(tmp_path):
+    from cider_xc.cli import main
+    bad = tmp_path / "broken.xyz"
+    bad.write_text("this is not a geometry\n")
+    with pytest.raises(SystemExit, match="broken.xyz"):
+        main(["scf", str(bad)])
