@@ -8,6 +8,6 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --upgrade pip >/dev/null
-.venv/bin/python -m pip install -e ".[test]"
+.venv/bin/python -m pip install -e ".[test,train]"
 # compile and cache the numba kernels once, so the first run is not slow
 .venv/bin/python -c "import cider_xc, cider_xc.pyscf; print('cider-xc', cider_xc.__version__, 'installed; functionals:', cider_xc.available())"

@@ -16,7 +16,8 @@ setup(
     install_requires=["numpy>=1.23", "scipy>=1.9", "numba>=0.57", "h5py>=3.0",
                       "pyscf>=2.6,<3", "ase>=3.22"],
     extras_require={
-        "train": ["scikit-learn>=1.2", "ase>=3.22"],
+        "train": ["scikit-learn>=1.2", "joblib>=1.3", "tqdm>=4.60", "pyyaml>=6",
+                  "matplotlib>=3.6", "dask[distributed]>=2023.1"],
         "gpaw": ["gpaw>=24", "ase>=3.22"],
         "test": ["pytest>=7"],
     },

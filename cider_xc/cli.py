@@ -75,7 +75,199 @@ class ScfCommand:
             print(f"{label:8s} {str(conv):9s} {e:18.10f}  {desc}")
 
 
-COMMANDS = {"info": InfoCommand, "scf": ScfCommand}
+def _load_config(path):
+    """A YAML (.yaml/.yml) or TOML (.toml) training configuration."""
+    import os
+    if not os.path.isfile(path):
+        raise SystemExit(f"cider-xc: no such configuration file {path}")
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+            with open(path) as fh:
+                cfg = yaml.safe_load(fh)
+        else:
+            import tomllib
+            with open(path, "rb") as fh:
+                cfg = tomllib.load(fh)
+    except Exception as exc:
+        raise SystemExit(f"cider-xc: cannot parse configuration {path}: {exc}")
+    if not isinstance(cfg, dict):
+        raise SystemExit(f"cider-xc: configuration {path} is not a mapping")
+    base = os.path.dirname(os.path.abspath(path))
+    cfg["_base"] = base
+    return cfg
+
+
+def _rel(cfg, p):
+    import os
+    return p if os.path.isabs(p) else os.path.join(cfg["_base"], p)
+
+
+def _descriptor_settings(args_like=None, cfg=None):
+    from cider_xc.descriptors import DescriptorSettings
+    if cfg and "descriptors" in cfg:
+        return DescriptorSettings.fromdict(cfg["descriptors"])
+    import cider_xc
+    return cider_xc.load(getattr(args_like, "like", None) or "test-nl").settings
+
+
+class GenerateCommand:
+    """Compute hybrid reference data (one HDF5 file per system)."""
+
+    @staticmethod
+    def add_arguments(p):
+        p.add_argument("systems", nargs="+",
+                       help="specs: atoms:H-Ar, g2_1, g2_2, g2_2:NAME, geometry files, list.txt")
+        p.add_argument("--out", required=True, help="output directory")
+        p.add_argument("--xc", default="PBE0")
+        p.add_argument("--basis", default="def2-tzvp")
+        p.add_argument("--grid-level", type=int, default=3)
+        p.add_argument("--no-density-fit", action="store_true")
+        p.add_argument("--n-jobs", type=int, default=1)
+        p.add_argument("--scheduler", default=None, help="Dask scheduler address")
+        p.add_argument("--like", default=None,
+                       help="take descriptor settings from this model (default test-nl)")
+
+    @staticmethod
+    def run(args):
+        from cider_xc.training import reference, systems
+        syss = systems.resolve(args.systems)
+        ref = reference.ReferenceSettings(xc=args.xc, basis=args.basis,
+                                          grid_level=args.grid_level,
+                                          density_fit=not args.no_density_fit)
+        idx = reference.generate(syss, args.out, _descriptor_settings(args), ref,
+                                 n_jobs=args.n_jobs, scheduler=args.scheduler)
+        _report_index(idx)
+
+
+def _report_index(idx):
+    done = [k for k, e in idx.items() if e["status"] == "done"]
+    failed = {k: e["error"] for k, e in idx.items() if e["status"] != "done"}
+    print(f"{len(done)} systems done, {len(failed)} failed")
+    for k, err in failed.items():
+        print(f"  FAILED {k}: {err}")
+    return failed
+
+
+class FitCommand:
+    """Fit the GP to reference data and write a model file."""
+
+    @staticmethod
+    def add_arguments(p):
+        p.add_argument("data", help="reference-data directory")
+        p.add_argument("--out", required=True, help="model file to write (.npz)")
+        p.add_argument("--name", default="cider")
+        p.add_argument("--degree", type=int, default=4)
+        p.add_argument("--n-control", type=int, default=200)
+        p.add_argument("--cider-x", type=float, default=0.25)
+        p.add_argument("--semilocal-xc", default="0.75*GGA_X_PBE, GGA_C_PBE")
+        p.add_argument("--overwrite", action="store_true")
+
+    @staticmethod
+    def run(args):
+        from cider_xc.io import save_functional
+        from cider_xc.training import fit, reference
+        data = reference.load_dataset(args.data)
+        fn, report = fit.fit_functional(data, name=args.name, degree=args.degree,
+                                        n_control=args.n_control, cider_x=args.cider_x,
+                                        semilocal_xc=args.semilocal_xc, verbose=True)
+        path = save_functional(args.out, fn, overwrite=args.overwrite)
+        _print_report(report)
+        print(f"wrote {path}")
+
+
+def _print_report(report):
+    for k, v in report.items():
+        print(f"  {k}: {v}")
+
+
+class EvaluateCommand:
+    """Errors of a model against reference data, with a parity plot and an F_x plot."""
+
+    @staticmethod
+    def add_arguments(p):
+        p.add_argument("model")
+        p.add_argument("data", help="reference-data directory")
+        p.add_argument("--plots", default="plots", help="directory for the PNG figures")
+
+    @staticmethod
+    def run(args):
+        import os
+        import cider_xc
+        from cider_xc.training import fit, plots, reference
+        fn = cider_xc.load(args.model)
+        data = reference.load_dataset(args.data)
+        res = fit.evaluate_exchange(fn, data)
+        _print_evaluation(res, args.data)
+        p1 = plots.parity_plot(res, os.path.join(args.plots, "parity.png"),
+                               title=f"{fn.name} on {os.path.basename(os.path.abspath(args.data))}")
+        p2 = plots.enhancement_plot(fn, os.path.join(args.plots, "enhancement.png"))
+        print(f"figures: {p1}, {p2}")
+        return res
+
+
+def _print_evaluation(res, label):
+    print(f"{label}: {len(res['systems'])} systems, {len(res['atomization'])} atomization energies")
+    print(f"  MAE exchange energy   : CIDER {res['mae_ex_cider']:8.3f}  PBE {res['mae_ex_pbe']:8.3f} kcal/mol")
+    print(f"  MAE atomization E_x   : CIDER {res['mae_aex_cider']:8.3f}  PBE {res['mae_aex_pbe']:8.3f} kcal/mol")
+
+
+class TrainCommand:
+    """generate + fit + evaluate from one YAML or TOML configuration."""
+
+    @staticmethod
+    def add_arguments(p):
+        p.add_argument("config")
+        p.add_argument("--overwrite", action="store_true", help="replace the output model")
+
+    @staticmethod
+    def run(args):
+        import os
+        from cider_xc.io import save_functional
+        from cider_xc.training import fit, plots, reference, systems
+        cfg = _load_config(args.config)
+        settings = _descriptor_settings(cfg=cfg)
+        ref = reference.ReferenceSettings(**cfg.get("reference", {}))
+        dcfg = cfg.get("data", {})
+        specs = [_rel(cfg, s) if s.endswith(".txt") else s for s in dcfg.get("systems", [])]
+        if not specs:
+            raise SystemExit("cider-xc train: [data] systems is empty")
+        out_dir = _rel(cfg, dcfg.get("directory", "refdata"))
+        idx = reference.generate(systems.resolve(specs), out_dir, settings, ref,
+                                 n_jobs=dcfg.get("n_jobs", 1),
+                                 scheduler=dcfg.get("scheduler") or None)
+        failed = _report_index(idx)
+        if failed and not dcfg.get("allow_failures", False):
+            raise SystemExit("cider-xc train: some systems failed (see above); fix them or "
+                             "set allow_failures = true")
+        data = reference.load_dataset(out_dir)
+        fcfg = dict(cfg.get("fit", {}))
+        fn, report = fit.fit_functional(data, name=cfg.get("name", "cider"), verbose=True,
+                                        **fcfg)
+        out = _rel(cfg, cfg.get("output", cfg.get("name", "cider") + ".npz"))
+        path = save_functional(out, fn, overwrite=args.overwrite)
+        _print_report(report)
+        print(f"wrote {path}")
+        res = fit.evaluate_exchange(fn, data)
+        _print_evaluation(res, "training data")
+        plot_dir = _rel(cfg, cfg.get("plots", "plots"))
+        plots.parity_plot(res, os.path.join(plot_dir, "parity-train.png"))
+        plots.enhancement_plot(fn, os.path.join(plot_dir, "enhancement.png"))
+        ecfg = cfg.get("evaluate")
+        if ecfg:
+            especs = [_rel(cfg, s) if s.endswith(".txt") else s for s in ecfg["systems"]]
+            edir = _rel(cfg, ecfg.get("directory", "refdata-validation"))
+            reference.generate(systems.resolve(especs), edir, settings, ref,
+                               n_jobs=dcfg.get("n_jobs", 1),
+                               scheduler=dcfg.get("scheduler") or None)
+            vres = fit.evaluate_exchange(fn, reference.load_dataset(edir))
+            _print_evaluation(vres, "validation data")
+            plots.parity_plot(vres, os.path.join(plot_dir, "parity-validation.png"))
+        return path
+
+
+COMMANDS = {"generate": GenerateCommand, "fit": FitCommand, "evaluate": EvaluateCommand,
+            "train": TrainCommand, "info": InfoCommand, "scf": ScfCommand}
 
 
 def main(argv=None):

@@ -12,6 +12,9 @@ Layout of a model file (a NumPy ``.npz`` archive):
        "checksum": "sha256:..."}
 
 * ``fx_exponents`` (n_terms, n_features) int64, ``fx_coefficients`` (n_terms,)
+* optionally (trained models) the GP state for the uncertainty estimate:
+  ``gp_control_points`` (n_control, n_features), ``gp_beta``, ``gp_cov``, with
+  ``"gp": {"kernel": "rbf", "length_scale": ..., "amplitude": ...}`` in the header
 
 The checksum is the SHA-256 of the canonical header JSON (without the
 checksum) followed by the bytes of every array in name order.  Files are read
@@ -78,6 +81,12 @@ def save_functional(path, functional, provenance=None, overwrite=False):
     }
     arrays = {"fx_exponents": functional.fx.exponents.astype(np.int64),
               "fx_coefficients": functional.fx.coefficients.astype(np.float64)}
+    if functional.gp is not None:
+        header["gp"] = {"kernel": "rbf", "length_scale": float(functional.gp["length_scale"]),
+                        "amplitude": float(functional.gp["amplitude"])}
+        arrays["gp_control_points"] = np.asarray(functional.gp["control_points"], float)
+        arrays["gp_beta"] = np.asarray(functional.gp["beta"], float)
+        arrays["gp_cov"] = np.asarray(functional.gp["cov"], float)
     header["checksum"] = _checksum(header, arrays)
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".npz")
@@ -131,9 +140,14 @@ def read_functional(path):
         settings = DescriptorSettings.fromdict(header["descriptor_settings"])
         fx = PolynomialFx(arrays["fx_exponents"], arrays["fx_coefficients"])
         comp = header.get("composition", {})
+        gp = None
+        if "gp" in header:
+            gp = {"control_points": arrays["gp_control_points"], "beta": arrays["gp_beta"],
+                  "cov": arrays["gp_cov"], "length_scale": header["gp"]["length_scale"],
+                  "amplitude": header["gp"]["amplitude"]}
         return CiderFunctional(settings, fx, cider_x=comp.get("cider_x", 1.0),
                                semilocal_xc=comp.get("semilocal_xc"),
                                name=header.get("name", os.path.basename(path)),
-                               header=header)
+                               header=header, gp=gp)
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelFileError(path, f"inconsistent model: {exc}") from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numba
 import numpy as np
 
 from .descriptors import DescriptorSettings, FeatureChain
@@ -52,27 +53,66 @@ class PolynomialFx:
     def n_features(self):
         return self.exponents.shape[1]
 
+    def basis(self, x):
+        """Monomials of every term at x (n_features, N): (n_terms, N)."""
+        x = np.asarray(x, dtype=float)
+        out = np.ones((len(self.coefficients), x.shape[1]))
+        for d in range(self.n_features):
+            for k in range(1, int(self.exponents[:, d].max(initial=0)) + 1):
+                sel = self.exponents[:, d] >= k
+                out[sel] *= x[d]
+        return out
+
     def __call__(self, x):
         """f (N,) and df/dx (n_features, N) at x (n_features, N)."""
-        x = np.asarray(x, dtype=float)
-        if x.shape[0] != self.n_features:
-            raise ValueError(f"model expects {self.n_features} features, got {x.shape[0]}")
-        kmax = int(self.exponents.max(initial=1))
-        nf, N = x.shape
-        pw = np.empty((nf, kmax + 1, N))
-        pw[:, 0] = 1.0
-        for k in range(1, kmax + 1):
-            pw[:, k] = pw[:, k - 1] * x
+        x = np.ascontiguousarray(x, dtype=float)
+        if x.ndim != 2 or x.shape[0] != self.n_features:
+            raise ValueError(f"model expects {self.n_features} features, got array of "
+                             f"shape {x.shape}")
+        N = x.shape[1]
         f = np.zeros(N)
-        df = np.zeros((nf, N))
-        idx = np.arange(nf)
-        for e, c in zip(self.exponents, self.coefficients):
-            facs = pw[idx, e]                      # (nf, N)
-            f += c * np.prod(facs, axis=0)
-            for d in np.nonzero(e)[0]:
-                others = np.prod(np.delete(facs, d, axis=0), axis=0)
-                df[d] += c * e[d] * pw[d, e[d] - 1] * others
+        df = np.zeros((self.n_features, N))
+        kmax = int(self.exponents.max(initial=1))
+        _poly_eval(self.exponents, self.coefficients, x, kmax, f, df)
         return f, df
+
+
+_CHUNK = 256
+
+
+@numba.njit(parallel=True, cache=True, fastmath=True)
+def _poly_eval(E, c, x, kmax, f, df):
+    nt, nf = E.shape
+    N = x.shape[1]
+    nchunk = (N + _CHUNK - 1) // _CHUNK
+    # scratch outside the parallel loop, indexed by chunk (numba may hoist
+    # allocations out of a prange body)
+    pws = np.empty((nchunk, nf, kmax + 1))
+    pres = np.empty((nchunk, nf + 1))
+    sufs = np.empty((nchunk, nf + 1))
+    for ch in numba.prange(nchunk):
+        pw = pws[ch]
+        pre = pres[ch]
+        suf = sufs[ch]
+        for g in range(ch * _CHUNK, min(N, (ch + 1) * _CHUNK)):
+            for d in range(nf):
+                pw[d, 0] = 1.0
+                for k in range(1, kmax + 1):
+                    pw[d, k] = pw[d, k - 1] * x[d, g]
+            fg = 0.0
+            for t in range(nt):
+                pre[0] = 1.0
+                for d in range(nf):
+                    pre[d + 1] = pre[d] * pw[d, E[t, d]]
+                suf[nf] = 1.0
+                for d in range(nf - 1, -1, -1):
+                    suf[d] = suf[d + 1] * pw[d, E[t, d]]
+                fg += c[t] * pre[nf]
+                for d in range(nf):
+                    e = E[t, d]
+                    if e > 0:
+                        df[d, g] += c[t] * e * pw[d, e - 1] * pre[d] * suf[d + 1]
+            f[g] = fg
 
 
 @dataclasses.dataclass
@@ -106,7 +146,7 @@ class CiderFunctional:
     """
 
     def __init__(self, settings, fx, cider_x=1.0, semilocal_xc=None, name="cider",
-                 header=None):
+                 header=None, gp=None):
         if not isinstance(settings, DescriptorSettings):
             raise TypeError("settings must be a DescriptorSettings")
         if fx.n_features != settings.n_features:
@@ -120,6 +160,16 @@ class CiderFunctional:
         self.name = name
         self.header = dict(header or {})
         self.chain = FeatureChain(settings)
+        self.gp = None
+        if gp is not None:
+            gp = dict(gp)
+            Xc = np.asarray(gp["control_points"], dtype=float)
+            cov = np.asarray(gp["cov"], dtype=float)
+            if Xc.ndim != 2 or Xc.shape[1] != settings.n_features or cov.shape != (len(Xc),) * 2:
+                raise ValueError("GP uncertainty arrays do not match the descriptor settings")
+            gp["control_points"], gp["cov"] = Xc, cov
+            gp["beta"] = np.asarray(gp["beta"], dtype=float)
+            self.gp = gp
 
     def __repr__(self):
         return f"<CiderFunctional {self.describe()}>"
@@ -150,7 +200,32 @@ class CiderFunctional:
         else:
             cx = self.cider_x if cider_x is None else cider_x
             sl = self.semilocal_xc if semilocal_xc is None else semilocal_xc
-        return CiderFunctional(self.settings, self.fx, cx, sl, self.name, self.header)
+        return CiderFunctional(self.settings, self.fx, cx, sl, self.name, self.header,
+                               self.gp)
+
+    def uncertainty(self, x):
+        """GP posterior standard deviation of f_ML at x (n_features, N).
+
+        A cheap estimate of how far a point lies from the training data
+        (large where the descriptors were never seen).  Needs a trained model
+        with stored GP state."""
+        if self.gp is None:
+            raise ValueError(f"functional {self.name!r} has no GP uncertainty data")
+        X = np.asarray(x, dtype=float).T
+        Xc = self.gp["control_points"]
+        d2 = ((X[:, None, :] - Xc[None, :, :]) ** 2).sum(-1)
+        K = self.gp["amplitude"] * np.exp(-0.5 * d2 / self.gp["length_scale"] ** 2)
+        if "kcc_inv" not in self.gp:
+            self.gp["kcc_inv"] = np.linalg.pinv(self._kcc())
+        var = (self.gp["amplitude"] - np.einsum("nc,cd,nd->n", K, self.gp["kcc_inv"], K)
+               + np.einsum("nc,cd,nd->n", K, self.gp["cov"], K))
+        return np.sqrt(np.maximum(var, 0.0))
+
+    def _kcc(self):
+        Xc = self.gp["control_points"]
+        d2 = ((Xc[:, None, :] - Xc[None, :, :]) ** 2).sum(-1)
+        return self.gp["amplitude"] * np.exp(-0.5 * d2 / self.gp["length_scale"] ** 2) \
+            + 1e-8 * self.gp["amplitude"] * np.eye(len(Xc))
 
     def enhancement(self, x):
         """F_x(x) - F_x^PBE, i.e. f_ML, and its gradient."""

@@ -1,0 +1,59 @@
+"""Per-point training data: descriptors of each spin channel on a PySCF grid.
+
+For a density matrix (RKS: total; UKS: per spin) returns, for every spin
+channel sigma, the model inputs x of the closed-shell density 2 n_sigma at the
+grid points, the energy weights w_e = w_g e_x^LDA(2 n_sigma) / nspin (so that
+E_x = sum_sigma sum_g w_e F_x(x)), and the PBE enhancement factor, so that
+E_x^PBE = sum w_e F_x^PBE.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..descriptors import FeatureChain
+from ..descriptors.semilocal import lda_exchange, pbe_enhancement
+from .dfaux import DensityProjector
+
+
+def spin_channel_features(mol, grids, dms, settings, projector=None, min_weight=0.0):
+    """Descriptor data of every spin channel.
+
+    dms : (nao, nao) for a closed shell or (2, nao, nao) for spin densities.
+    Returns a list (one per spin channel) of dicts with x (n_features, N),
+    we (N,), fpbe (N,), rho (N,) and coords (N, 3).  Points with
+    |w_e| <= min_weight are dropped.
+    """
+    from pyscf.dft import numint
+    dms = np.asarray(dms)
+    if dms.ndim == 2:
+        dms = dms[None]
+    nspin = dms.shape[0]
+    spin_fac = 2.0 if nspin == 2 else 1.0
+    e_fac = 0.5 if nspin == 2 else 1.0
+    proj = projector or DensityProjector(mol)
+    chain = FeatureChain(settings)
+    ni = numint.NumInt()
+    nao = mol.nao
+    out = []
+    for dm in dms:
+        c = spin_fac * proj.coefficients(dm)
+        make_rho = ni._gen_rho_evaluator(mol, dm, 1, False, grids)[0]
+        parts = {k: [] for k in ("x", "we", "fpbe", "rho", "coords")}
+        for ao, mask, weight, coords in ni.block_loop(mol, grids, nao, 1):
+            r = spin_fac * make_rho(0, ao, mask, "MGGA")
+            n, grad, tau = r[0], r[1:4], r[4]
+            sigma = np.einsum("xg,xg->g", grad, grad)
+            a, _ = chain.exponents(n, sigma, tau)
+            G, _ = proj.gaussians.convolve(coords, a, c)
+            x, jac = chain.transform(n, sigma, tau, G)
+            e0 = np.where(n > settings.rho_cutoff, lda_exchange(n)[0], 0.0)
+            we = e_fac * weight * e0
+            keep = np.abs(we) > min_weight
+            parts["x"].append(x[:, keep])
+            parts["we"].append(we[keep])
+            parts["fpbe"].append(pbe_enhancement(jac.p)[0][keep])
+            parts["rho"].append(n[keep])
+            parts["coords"].append(coords[keep])
+        out.append({k: np.concatenate(v, axis=-1 if k == "x" else 0)
+                    for k, v in parts.items()})
+    return out

@@ -1,0 +1,186 @@
+"""The training pipeline on a tiny configuration (minimal basis, coarse grid)."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import cider_xc
+from cider_xc.training import fit, reference, systems
+
+
+
+@pytest.fixture(scope="module")
+def tiny_ref():
+    return reference.ReferenceSettings(basis="6-31g", grid_level=1, conv_tol=1e-8)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory, tiny_ref):
+    out = tmp_path_factory.mktemp("ref")
+    h2 = out / "H2.xyz"
+    h2.write_text("2\n\nH 0 0 0\nH 0 0 0.741\n")
+    syss = systems.resolve(["atoms:H,Li", str(h2), "g2_1:LiH", "g2_1:Li2"])
+    idx = reference.generate(syss, str(out), cider_xc.load("test-nl").settings, tiny_ref,
+                             n_jobs=2, progress=False)
+    assert all(e["status"] == "done" for e in idx.values()), idx
+    return str(out)
+
+
+def test_resolve_specs(tmp_path):
+    atoms = systems.resolve("atoms:H-Ar")
+    assert [a.name for a in atoms][:3] == ["H", "He", "Li"] and len(atoms) == 18
+    assert atoms[5].spin == 2      # carbon triplet
+    o2 = systems.resolve("g2_1:O2")[0]
+    assert o2.spin == 2 and len(o2.symbols) == 2
+    with pytest.raises(ValueError, match="unknown system spec"):
+        systems.resolve("no-such-thing")
+    bad = tmp_path / "broken.xyz"
+    bad.write_text("not a geometry\n")
+    with pytest.raises(ValueError, match="broken.xyz"):
+        systems.resolve(str(bad))
+
+
+def test_training_list_excludes_validation_set():
+    """No molecule of G2-1 (the validation set) may be in the default training list."""
+    path = os.path.join(cider_xc.functionals_dir(), "..", "training", "default.txt")
+    train = systems.resolve(os.path.normpath(path))
+    g21 = systems.resolve("g2_1")
+    train_mols = {tuple(sorted(s.symbols)) + (s.name,) for s in train if len(s.symbols) > 1}
+    assert train_mols
+    assert not {s.name for s in train if len(s.symbols) > 1} & {s.name for s in g21}
+    # and no geometry duplicates under another name
+    def key(s):
+        return (tuple(s.symbols), tuple(np.round(np.asarray(s.positions), 3).ravel()))
+    assert not {key(s) for s in train} & {key(s) for s in g21}
+
+
+def test_reference_files_and_rerun(tiny_data, tiny_ref):
+    data = reference.load_dataset(tiny_data)
+    assert set(data) == {"H", "Li", "H2", "LiH", "Li2"}
+    attrs, arrays = data["LiH"]
+    # PBE exchange by grid integration agrees with libxc's GGA_X_PBE on the same density
+    assert arrays["spin0/x"].shape[0] == 5
+    assert attrs["exx"] < 0 and abs(attrs["exx"] - attrs["ex_pbe"]) < 0.1
+    mtimes = {f: os.path.getmtime(os.path.join(tiny_data, f))
+              for f in os.listdir(tiny_data) if f.endswith(".h5")}
+    idx = reference.generate(systems.resolve([os.path.join(tiny_data, "H2.xyz"),
+                                              "g2_1:LiH"]), tiny_data,
+                             cider_xc.load("test-nl").settings, tiny_ref, progress=False)
+    assert idx["H2"]["status"] == "done"
+    for f, t in mtimes.items():
+        assert os.path.getmtime(os.path.join(tiny_data, f)) == t
+
+
+def test_failures_are_recorded_not_dropped(tmp_path, tiny_ref):
+    xyz = tmp_path / "RbH.xyz"
+    xyz.write_text("2\n\nRb 0 0 0\nH 0 0 2.3\n")
+    bad = reference.ReferenceSettings(basis="6-31g", grid_level=1, max_cycle=1)
+    syss = systems.resolve([str(xyz), "g2_1:LiH"])
+    idx = reference.generate(syss, str(tmp_path / "out"), cider_xc.load("test-nl").settings,
+                             bad, progress=False)
+    assert idx["RbH"]["status"] == "failed" and "Rb" in idx["RbH"]["error"]
+    assert idx["LiH"]["status"] == "failed" and "did not converge" in idx["LiH"]["error"]
+    index = json.load(open(tmp_path / "out" / "index.json"))
+    assert set(index["systems"]) == {"RbH", "LiH"}
+
+
+def test_bad_reference_files(tmp_path, tiny_data):
+    import shutil
+    import h5py
+    src = os.path.join(tiny_data, "H2.h5")
+    trunc = tmp_path / "trunc.h5"
+    trunc.write_bytes(open(src, "rb").read()[:500])
+    with pytest.raises(reference.ReferenceDataError, match="trunc.h5"):
+        reference.read_h5(str(trunc))
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["data"] = np.ones(3)
+    with pytest.raises(reference.ReferenceDataError, match="not a cider-xc reference"):
+        reference.read_h5(str(foreign))
+    # an object (pickle-like) dataset inside an otherwise valid file is refused
+    obj = tmp_path / "obj.h5"
+    shutil.copy(src, obj)
+    with h5py.File(obj, "a") as f:
+        f.create_dataset("payload", data=np.array([b"x", b"yy"], dtype=object),
+                         dtype=h5py.string_dtype())
+    with pytest.raises(reference.ReferenceDataError, match="objects"):
+        reference.read_h5(str(obj))
+    # the good file is untouched
+    assert reference.read_h5(src)[0]["name"] == "H2"
+
+
+def test_dask_local_cluster(tmp_path, tiny_ref):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            idx = reference.generate(systems.resolve(["atoms:H", "g2_1:LiH"]),
+                                     str(tmp_path / "dask"), cider_xc.load("test-nl").settings,
+                                     tiny_ref, scheduler=client, progress=False)
+    assert {k: e["status"] for k, e in idx.items()} == {"H": "done", "LiH": "done"}
+
+
+def test_fit_map_save_load_round_trip(tiny_data, tmp_path):
+    from pyscf import dft, gto
+    data = reference.load_dataset(tiny_data)
+    fn, report = fit.fit_functional(data, name="tiny", degree=3, n_control=20,
+                                    gp_kwargs={"length_scales": (0.5,),
+                                               "amplitudes": (0.01, 0.1)})
+    assert report["n_observations"] == 5 + 3
+    assert np.isfinite(report["rms_deviation"])
+    # uniform-gas limit survives the whole pipeline
+    assert fn.fx(np.zeros((5, 1)))[0][0] == 0.0
+    res = fit.evaluate_exchange(fn, data)
+    assert res["mae_ex_cider"] < res["mae_ex_pbe"]
+    path = cider_xc.save_functional(tmp_path / "tiny.npz", fn)
+    fn2 = cider_xc.load(path)
+    x = np.random.default_rng(0).uniform(-1, 1, (5, 40))
+    assert np.allclose(fn2.uncertainty(x), fn.uncertainty(x), rtol=1e-12)
+    mol = gto.M(atom="Li 0 0 0; H 0 0 1.6", basis="6-31g", verbose=0)
+    e = []
+    for f in (fn, fn2):
+        mf = dft.RKS(mol)
+        mf.grids.level = 1
+        mf.xc = f
+        e.append(mf.kernel())
+    assert abs(e[0] - e[1]) < 1e-10
+    # the uncertainty grows far from the training data
+    far = np.full((5, 1), 0.95)
+    near = data["LiH"][1]["spin0/x"][:, :50]
+    assert fn.uncertainty(far)[0] > np.median(fn.uncertainty(near))
+
+
+def test_cli_train_and_evaluate(tmp_path):
+    from cider_xc.cli import main
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text("""
+name = "tiny-cli"
+output = "tiny-cli.npz"
+plots = "plots"
+[descriptors]
+A = 1.0
+B = 0.1
+C = 0.5
+multipliers = [0.5, 1.0, 2.0]
+[reference]
+basis = "6-31g"
+grid_level = 1
+[data]
+systems = ["atoms:H,Li", "g2_1:LiH"]
+directory = "ref"
+n_jobs = 1
+[fit]
+degree = 2
+n_control = 8
+gp_kwargs = {length_scales = [0.5], amplitudes = [0.01]}
+""")
+    main(["train", str(cfg)])
+    assert (tmp_path / "tiny-cli.npz").exists()
+    assert (tmp_path / "plots" / "parity-train.png").stat().st_size > 1000
+    # a second run refuses to overwrite the good model
+    with pytest.raises(FileExistsError):
+        main(["train", str(cfg)])
+    main(["evaluate", str(tmp_path / "tiny-cli.npz"), str(tmp_path / "ref"),
+          "--plots", str(tmp_path / "eplots")])
+    assert (tmp_path / "eplots" / "enhancement.png").exists()

@@ -1,0 +1,184 @@
+"""Gaussian process for the enhancement-factor correction f_ML, trained on
+integrated observations (subset of regressors).
+
+With control points X_c (k-means on the training descriptors, plus the
+uniform-gas point x = 0), write f(x) = sum_c beta_c k(x, x_c) with the GP prior
+beta ~ N(0, K_cc^{-1}).  An observation is linear in f:
+
+    y_m = sum_g w_g f(x_g) + noise  =>  row Phi_m = sum_g w_g k(x_g, X_c),
+
+for the exchange energy of a system (w_g = grid weight * e_x^LDA, y_m = E_x^ref -
+E_x^PBE on the same orbitals), differences of such rows for energy differences
+(atomization energies), and a noiseless pseudo-observation f(0) = 0 for the
+uniform gas.  The fit is the regularised least squares
+
+    (Phi^T S^-1 Phi + K_cc) beta = Phi^T S^-1 y,
+
+the posterior covariance of beta is the inverse of that matrix, and the
+kernel hyperparameters (RBF length scale and amplitude) are chosen by the
+log marginal likelihood of y ~ N(0, Phi K_cc^-1 Phi^T + S) on a grid.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import numpy as np
+import scipy.linalg
+
+
+@dataclasses.dataclass
+class Observation:
+    """y = sum_s coef[s] * (sum_g w_g f(x_g) over system s) + N(0, sigma^2)."""
+    coefs: dict
+    y: float
+    sigma: float
+    label: str = ""
+
+
+def _rbf(X, Y, length_scale, amplitude):
+    """amplitude * exp(-|x - y|^2 / (2 l^2)); X (n, d), Y (m, d)."""
+    from sklearn.gaussian_process.kernels import RBF, ConstantKernel
+    return (ConstantKernel(amplitude, "fixed") * RBF(length_scale, "fixed"))(X, Y)
+
+
+class IntegratedGPR:
+    """scikit-learn style estimator: ``fit(systems, observations)`` returns self.
+
+    Parameters
+    ----------
+    n_control : int
+        Number of k-means control points (the origin is always added).
+    length_scales, amplitudes : sequences
+        Grid searched by log marginal likelihood.
+    random_state : int or None
+    chunk : int
+        Points per chunk when integrating kernel rows.
+    """
+
+    def __init__(self, n_control=200, length_scales=(0.3, 0.45, 0.65, 0.9),
+                 amplitudes=(0.003, 0.01, 0.03, 0.1), random_state=0, chunk=20000,
+                 max_kmeans_points=200000, verbose=False):
+        self.n_control = n_control
+        self.length_scales = length_scales
+        self.amplitudes = amplitudes
+        self.random_state = random_state
+        self.chunk = chunk
+        self.max_kmeans_points = max_kmeans_points
+        self.verbose = verbose
+
+    # systems: name -> (X (N, d), w (N,))
+    def _control_points(self, systems):
+        from sklearn.cluster import MiniBatchKMeans
+        rng = np.random.default_rng(self.random_state)
+        X = np.concatenate([s[0] for s in systems.values()])
+        w = np.abs(np.concatenate([s[1] for s in systems.values()]))
+        n = min(self.max_kmeans_points, len(X))
+        idx = rng.choice(len(X), n, replace=False, p=w / w.sum())
+        km = MiniBatchKMeans(self.n_control, random_state=self.random_state, n_init=3)
+        km.fit(X[idx])
+        return np.vstack([np.zeros((1, X.shape[1])), km.cluster_centers_])
+
+    def _system_rows(self, systems, Xc, ls):
+        rows = {}
+        for name, (X, w) in systems.items():
+            r = np.zeros(len(Xc))
+            for i in range(0, len(X), self.chunk):
+                r += w[i:i + self.chunk] @ _rbf(X[i:i + self.chunk], Xc, ls, 1.0)
+            rows[name] = r
+        return rows
+
+    def fit(self, systems, observations):
+        obs = list(observations)
+        if not obs:
+            raise ValueError("no observations to fit")
+        missing = {n for o in obs for n in o.coefs} - set(systems)
+        if missing:
+            raise ValueError(f"observations refer to unknown systems: {sorted(missing)}")
+        Xc = self._control_points(systems)
+        y = np.array([o.y for o in obs] + [0.0])
+        sig = np.array([o.sigma for o in obs] + [1e-6])     # uniform-gas f(0) = 0
+        best = None
+        for ls in self.length_scales:
+            rows = self._system_rows(systems, Xc, ls)
+            Phi1 = np.array([sum(c * rows[n] for n, c in o.coefs.items()) for o in obs]
+                            + [_rbf(np.zeros((1, Xc.shape[1])), Xc, ls, 1.0)[0]])
+            Kcc1 = _rbf(Xc, Xc, ls, 1.0) + 1e-8 * np.eye(len(Xc))
+            for amp in self.amplitudes:
+                Phi, Kcc = amp * Phi1, amp * Kcc1
+                # y ~ N(0, Phi Kcc^-1 Phi^T + S)
+                L = scipy.linalg.cho_factor(Kcc, lower=True)
+                C = Phi @ scipy.linalg.cho_solve(L, Phi.T) + np.diag(sig ** 2)
+                try:
+                    Lc = scipy.linalg.cho_factor(C, lower=True)
+                except np.linalg.LinAlgError:
+                    continue
+                alpha = scipy.linalg.cho_solve(Lc, y)
+                lml = (-0.5 * y @ alpha - np.log(np.diag(Lc[0])).sum()
+                       - 0.5 * len(y) * np.log(2 * np.pi))
+                if self.verbose:
+                    print(f"  length_scale={ls:g} amplitude={amp:g}: log ML = {lml:.3f}")
+                if best is None or lml > best[0]:
+                    best = (lml, ls, amp, Phi, Kcc)
+        if best is None:
+            raise RuntimeError("no kernel hyperparameters gave a valid fit")
+        lml, ls, amp, Phi, Kcc = best
+        Si = 1.0 / sig ** 2
+        A = Phi.T @ (Si[:, None] * Phi) + Kcc
+        LA = scipy.linalg.cho_factor(A, lower=True)
+        self.beta_ = scipy.linalg.cho_solve(LA, Phi.T @ (Si * y))
+        self.cov_ = scipy.linalg.cho_solve(LA, np.eye(len(A)))
+        self.control_points_ = Xc
+        self.length_scale_ = ls
+        self.amplitude_ = amp
+        self.log_marginal_likelihood_ = lml
+        self.residuals_ = y - Phi @ self.beta_
+        self.observations_ = obs
+        return self
+
+    def predict(self, X, return_std=False):
+        """f_ML at X (N, d); optionally the posterior standard deviation."""
+        K = _rbf(X, self.control_points_, self.length_scale_, self.amplitude_)
+        mean = K @ self.beta_
+        if not return_std:
+            return mean
+        var = np.einsum("nc,cd,nd->n", K, self.cov_, K)
+        return mean, np.sqrt(np.maximum(var, 0.0))
+
+    def integrate(self, X, w):
+        out = 0.0
+        for i in range(0, len(X), self.chunk):
+            out += w[i:i + self.chunk] @ self.predict(X[i:i + self.chunk])
+        return out
+
+
+def polynomial_terms(n_features, degree):
+    """All exponent tuples of total degree 1..degree."""
+    return np.array([e for d in range(1, degree + 1)
+                     for e in itertools.product(range(d + 1), repeat=n_features)
+                     if sum(e) == d], dtype=np.int64)
+
+
+def map_to_polynomial(gp, X, w, degree=4, ridge=1e-8, n_samples=200000, random_state=0):
+    """Least-squares polynomial (no constant term) matching the GP mean on the
+    training descriptor distribution (points drawn with probability ~ |w|).
+
+    Returns (PolynomialFx, report dict with RMS/max deviation on the samples)."""
+    from cider_xc.model import PolynomialFx
+    rng = np.random.default_rng(random_state)
+    p = np.abs(w) / np.abs(w).sum()
+    idx = rng.choice(len(X), min(n_samples, len(X)), replace=False, p=p)
+    Xs = X[idx]
+    target = gp.predict(Xs)
+    terms = polynomial_terms(X.shape[1], degree)
+    fx0 = PolynomialFx(terms, np.zeros(len(terms)))
+    B = fx0.basis(Xs.T).T                                 # (n, nterms)
+    # always include the uniform-gas point so f(0) = 0 is honoured exactly
+    coef = np.linalg.solve(B.T @ B + ridge * len(B) * np.eye(B.shape[1]), B.T @ target)
+    fx = PolynomialFx(terms, coef)
+    dev = fx(Xs.T)[0] - target
+    report = {"degree": degree, "n_terms": len(terms), "n_samples": len(idx),
+              "rms_deviation": float(np.sqrt(np.mean(dev ** 2))),
+              "max_deviation": float(np.abs(dev).max()),
+              "rms_gp": float(np.sqrt(np.mean(target ** 2)))}
+    return fx, report

@@ -1,0 +1,268 @@
+"""Hybrid-functional reference data, one HDF5 file per system.
+
+For every system: a hybrid SCF (PBE0 by default) with PySCF, then on its
+converged orbitals the total energy, the exact (Hartree-Fock) exchange energy,
+the PBE exchange energy, optionally orbital eigenvalues, and the per-point
+descriptor data of every spin channel (see
+:func:`cider_xc.pyscf.features.spin_channel_features`).
+
+Files are written atomically (temporary file, then rename); an index
+(``index.json``) records every system as ``done`` or ``failed`` with the
+reason; a rerun skips finished systems and retries failed ones.  Systems run
+in parallel processes with joblib, or on a Dask cluster when a scheduler
+address is given (joblib's dask backend).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+import traceback
+
+import numpy as np
+
+DATA_FORMAT = "cider-xc-reference"
+DATA_VERSION = 1
+
+
+class ReferenceDataError(ValueError):
+    """A reference-data file that is missing, truncated, foreign or stale."""
+
+    def __init__(self, path, problem):
+        self.path = str(path)
+        super().__init__(f"{path}: {problem}")
+
+
+@dataclasses.dataclass
+class ReferenceSettings:
+    xc: str = "PBE0"
+    basis: str = "def2-tzvp"
+    grid_level: int = 3
+    density_fit: bool = True
+    conv_tol: float = 1e-9
+    max_cycle: int = 100
+    eigenvalues: bool = True
+    min_weight: float = 1e-12
+
+    def todict(self):
+        return dataclasses.asdict(self)
+
+
+def compute(system, descriptor_settings, ref=ReferenceSettings()):
+    """Run one system; returns (attrs dict, arrays dict)."""
+    from pyscf import dft, scf
+
+    from cider_xc.pyscf.features import spin_channel_features
+    t0 = time.perf_counter()
+    mol = system.to_mol(ref.basis)
+    unrestricted = mol.spin != 0
+    mf = (dft.UKS if unrestricted else dft.RKS)(mol)
+    if ref.density_fit:
+        mf = mf.density_fit()
+    mf.xc = ref.xc
+    mf.grids.level = ref.grid_level
+    mf.conv_tol = ref.conv_tol
+    mf.max_cycle = ref.max_cycle
+    e_tot = mf.kernel()
+    if not mf.converged:
+        raise RuntimeError(f"{ref.xc} SCF did not converge in {ref.max_cycle} cycles")
+    dm = np.asarray(mf.make_rdm1())
+    # exact exchange of the converged orbitals, with exact (not fitted) integrals
+    if unrestricted:
+        vk = scf.hf.get_jk(mol, dm, hermi=1, with_j=False)[1]
+        exx = -0.5 * float(np.einsum("sij,sji->", dm, vk))
+    else:
+        vk = scf.hf.get_jk(mol, dm, hermi=1, with_j=False)[1]
+        exx = -0.25 * float(np.einsum("ij,ji->", dm, vk))
+    chans = spin_channel_features(mol, mf.grids, dm, descriptor_settings,
+                                  min_weight=ref.min_weight)
+    ex_pbe = float(sum(np.dot(c["we"], c["fpbe"]) for c in chans))
+    attrs = {
+        "format": DATA_FORMAT, "format_version": DATA_VERSION,
+        "name": system.name, "source": system.source,
+        "symbols": json.dumps(list(system.symbols)),
+        "positions_angstrom": json.dumps(np.asarray(system.positions).tolist()),
+        "charge": system.charge, "spin": system.spin, "nspin": len(chans),
+        "e_tot": float(e_tot), "exx": exx, "ex_pbe": ex_pbe,
+        "reference": json.dumps(ref.todict()),
+        "descriptor_settings": json.dumps(descriptor_settings.todict()),
+        "seconds": time.perf_counter() - t0,
+    }
+    arrays = {}
+    for s, c in enumerate(chans):
+        for k in ("x", "we", "fpbe", "rho"):
+            arrays[f"spin{s}/{k}"] = c[k]
+    if ref.eigenvalues:
+        arrays["mo_energy"] = np.asarray(mf.mo_energy)
+        arrays["mo_occ"] = np.asarray(mf.mo_occ)
+    return attrs, arrays
+
+
+def write_h5(path, attrs, arrays):
+    """Atomic HDF5 write: temporary file in the same directory, then rename."""
+    import h5py
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".h5")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            for k, v in attrs.items():
+                f.attrs[k] = v
+            for k, v in arrays.items():
+                f.create_dataset(k, data=v)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_h5(path):
+    """Read one reference file; clear errors for truncated or foreign files."""
+    import h5py
+    if not os.path.isfile(path):
+        raise ReferenceDataError(path, "no such reference-data file")
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+            if attrs.get("format") != DATA_FORMAT:
+                raise ReferenceDataError(path, "not a cider-xc reference-data file")
+            if attrs.get("format_version") != DATA_VERSION:
+                raise ReferenceDataError(path, f"unsupported format version "
+                                               f"{attrs.get('format_version')!r}")
+            arrays = {}
+
+            def visit(name, obj):
+                if isinstance(obj, h5py.Dataset):
+                    if obj.dtype.kind == "O":
+                        raise ReferenceDataError(path, f"dataset {name} holds objects")
+                    arrays[name] = obj[()]
+            f.visititems(visit)
+    except ReferenceDataError:
+        raise
+    except (OSError, KeyError, ValueError) as exc:
+        raise ReferenceDataError(path, f"unreadable or truncated HDF5 file ({exc})") from None
+    for k in ("symbols", "positions_angstrom", "reference", "descriptor_settings"):
+        if isinstance(attrs.get(k), bytes):
+            attrs[k] = attrs[k].decode()
+    return attrs, arrays
+
+
+def _filename(name):
+    safe = "".join(ch if ch.isalnum() or ch in "-_+." else "_" for ch in name)
+    return safe + ".h5"
+
+
+def _run_one(system, settings_dict, ref_dict, out_dir):
+    """Worker: compute and write one system; never raises, returns a status."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from cider_xc.descriptors import DescriptorSettings
+    path = os.path.join(out_dir, _filename(system.name))
+    try:
+        attrs, arrays = compute(system, DescriptorSettings.fromdict(settings_dict),
+                                ReferenceSettings(**ref_dict))
+        write_h5(path, attrs, arrays)
+        return {"name": system.name, "status": "done", "file": os.path.basename(path),
+                "seconds": attrs["seconds"]}
+    except Exception as exc:  # reported, never dropped
+        return {"name": system.name, "status": "failed",
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(limit=3)}
+
+
+def load_index(out_dir):
+    p = os.path.join(out_dir, "index.json")
+    if not os.path.exists(p):
+        return {}
+    try:
+        with open(p) as fh:
+            return json.load(fh)["systems"]
+    except (json.JSONDecodeError, KeyError) as exc:
+        raise ReferenceDataError(p, f"corrupt index ({exc})") from None
+
+
+def _write_index(out_dir, entries, settings_dict, ref_dict):
+    p = os.path.join(out_dir, "index.json")
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"format": DATA_FORMAT, "descriptor_settings": settings_dict,
+                   "reference": ref_dict, "systems": entries}, fh, indent=1)
+    os.replace(tmp, p)
+
+
+def generate(systems, out_dir, descriptor_settings, ref=ReferenceSettings(), n_jobs=1,
+             scheduler=None, progress=True):
+    """Compute reference data for ``systems`` into ``out_dir``.
+
+    Finished systems (status ``done`` with a readable file computed with the same
+    settings) are skipped; failures are recorded with their reason in
+    ``index.json`` and returned.  ``scheduler``: a Dask scheduler address (or a
+    ``distributed.Client``) to run on a cluster.  Returns the index entries.
+    """
+    import joblib
+    os.makedirs(out_dir, exist_ok=True)
+    settings_dict = descriptor_settings.todict()
+    ref_dict = ref.todict()
+    index = load_index(out_dir)
+    todo = []
+    for s in systems:
+        e = index.get(s.name)
+        if e and e.get("status") == "done":
+            try:
+                attrs, _ = read_h5(os.path.join(out_dir, e["file"]))
+                if (json.loads(attrs["descriptor_settings"]) == settings_dict
+                        and json.loads(attrs["reference"]) == ref_dict):
+                    continue
+            except ReferenceDataError:
+                pass
+        todo.append(s)
+    results = []
+    if todo:
+        jobs = (joblib.delayed(_run_one)(s, settings_dict, ref_dict, out_dir) for s in todo)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(todo), desc="reference data", unit="system")
+        client = None
+        if scheduler is not None:
+            from dask.distributed import Client
+            client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
+            backend = joblib.parallel_backend("dask")
+        else:
+            backend = joblib.parallel_backend("loky", n_jobs=n_jobs)
+        try:
+            with backend:
+                par = joblib.Parallel(n_jobs=n_jobs if scheduler is None else -1,
+                                      return_as="generator_unordered")
+                for r in par(jobs):
+                    results.append(r)
+                    index[r["name"]] = {k: v for k, v in r.items() if k != "name"}
+                    _write_index(out_dir, index, settings_dict, ref_dict)
+                    if bar is not None:
+                        bar.update(1)
+                        if r["status"] == "failed":
+                            bar.write(f"FAILED {r['name']}: {r['error']}")
+        finally:
+            if bar is not None:
+                bar.close()
+            if client is not None and not isinstance(scheduler, Client):
+                client.close()
+    _write_index(out_dir, index, settings_dict, ref_dict)
+    return index
+
+
+def load_dataset(out_dir, names=None):
+    """All finished systems of a reference-data directory: name -> (attrs, arrays)."""
+    index = load_index(out_dir)
+    if not index:
+        raise ReferenceDataError(out_dir, "no index.json: not a reference-data directory")
+    data = {}
+    for name, e in index.items():
+        if names is not None and name not in names:
+            continue
+        if e.get("status") != "done":
+            continue
+        data[name] = read_h5(os.path.join(out_dir, e["file"]))
+    return data
