@@ -14,7 +14,8 @@ uniform gas.  The fit is the regularised least squares
 
     (Phi^T S^-1 Phi + K_cc) beta = Phi^T S^-1 y,
 
-the posterior covariance of beta is the inverse of that matrix, and the
+the posterior covariance of beta is the inverse of that matrix (both
+evaluated in the equivalent observation-space form for stability), and the
 kernel hyperparameters (RBF length scale and amplitude) are chosen by the
 log marginal likelihood of y ~ N(0, Phi K_cc^-1 Phi^T + S) on a grid.
 """
@@ -119,15 +120,16 @@ class IntegratedGPR:
                 if self.verbose:
                     print(f"  length_scale={ls:g} amplitude={amp:g}: log ML = {lml:.3f}")
                 if best is None or lml > best[0]:
-                    best = (lml, ls, amp, Phi, Kcc)
+                    best = (lml, ls, amp, Phi, Kcc, L, Lc)
         if best is None:
             raise RuntimeError("no kernel hyperparameters gave a valid fit")
-        lml, ls, amp, Phi, Kcc = best
-        Si = 1.0 / sig ** 2
-        A = Phi.T @ (Si[:, None] * Phi) + Kcc
-        LA = scipy.linalg.cho_factor(A, lower=True)
-        self.beta_ = scipy.linalg.cho_solve(LA, Phi.T @ (Si * y))
-        self.cov_ = scipy.linalg.cho_solve(LA, np.eye(len(A)))
+        lml, ls, amp, Phi, Kcc, L, Lc = best
+        # observation-space form (stable with near-noiseless rows):
+        # beta = Kcc^-1 Phi^T C^-1 y,  cov = Kcc^-1 - Kcc^-1 Phi^T C^-1 Phi Kcc^-1
+        B = scipy.linalg.cho_solve(L, Phi.T)
+        self.beta_ = B @ scipy.linalg.cho_solve(Lc, y)
+        self.cov_ = scipy.linalg.cho_solve(L, np.eye(len(Kcc))) - B @ scipy.linalg.cho_solve(Lc, B.T)
+        self.cov_ = 0.5 * (self.cov_ + self.cov_.T)
         self.control_points_ = Xc
         self.length_scale_ = ls
         self.amplitude_ = amp
@@ -159,26 +161,52 @@ def polynomial_terms(n_features, degree):
                      if sum(e) == d], dtype=np.int64)
 
 
-def map_to_polynomial(gp, X, w, degree=4, ridge=1e-8, n_samples=200000, random_state=0):
-    """Least-squares polynomial (no constant term) matching the GP mean on the
-    training descriptor distribution (points drawn with probability ~ |w|).
+def map_to_polynomial(gp, systems, degree=4, pointwise=1e-3, n_samples=200000,
+                      random_state=0, chunk=50000):
+    """Polynomial (no constant term) that reproduces the GP.
 
-    Returns (PolynomialFx, report dict with RMS/max deviation on the samples)."""
+    The GP's predictions of every training observation (system exchange
+    energies, atomization differences) are matched in the observations' own
+    noise units, and the GP mean itself pointwise on the training descriptor
+    distribution (points drawn with probability ~ |w|) with relative weight
+    ``pointwise``, so the mapped model keeps the GP's energetics and stays
+    close to it between observations.
+
+    systems : name -> (X (N, d), w (N,)) as given to ``gp.fit``.
+    Returns (PolynomialFx, report dict)."""
     from cider_xc.model import PolynomialFx
     rng = np.random.default_rng(random_state)
-    p = np.abs(w) / np.abs(w).sum()
-    idx = rng.choice(len(X), min(n_samples, len(X)), replace=False, p=p)
+    d = next(iter(systems.values()))[0].shape[1]
+    terms = polynomial_terms(d, degree)
+    fx0 = PolynomialFx(terms, np.zeros(len(terms)))
+    # integrated basis rows and GP values per system
+    Rb, Rg = {}, {}
+    for name, (X, w) in systems.items():
+        rb = np.zeros(len(terms))
+        for i in range(0, len(X), chunk):
+            rb += fx0.basis(X[i:i + chunk].T) @ w[i:i + chunk]
+        Rb[name] = rb
+        Rg[name] = gp.integrate(X, w)
+    obs = gp.observations_
+    A1 = np.array([sum(c * Rb[n] for n, c in o.coefs.items()) / o.sigma for o in obs])
+    b1 = np.array([sum(c * Rg[n] for n, c in o.coefs.items()) / o.sigma for o in obs])
+    X = np.concatenate([s[0] for s in systems.values()])
+    w = np.abs(np.concatenate([s[1] for s in systems.values()]))
+    idx = rng.choice(len(X), min(n_samples, len(X)), replace=False, p=w / w.sum())
     Xs = X[idx]
     target = gp.predict(Xs)
-    terms = polynomial_terms(X.shape[1], degree)
-    fx0 = PolynomialFx(terms, np.zeros(len(terms)))
-    B = fx0.basis(Xs.T).T                                 # (n, nterms)
-    # always include the uniform-gas point so f(0) = 0 is honoured exactly
-    coef = np.linalg.solve(B.T @ B + ridge * len(B) * np.eye(B.shape[1]), B.T @ target)
+    B = fx0.basis(Xs.T).T
+    scale = np.sqrt(pointwise * len(obs) / len(Xs)) / max(np.std(target), 1e-12)
+    A = np.vstack([A1, scale * B])
+    b = np.concatenate([b1, scale * target])
+    coef = np.linalg.lstsq(A, b, rcond=1e-12)[0]
     fx = PolynomialFx(terms, coef)
     dev = fx(Xs.T)[0] - target
+    e_dev = np.array([Rb[n] @ coef - Rg[n] for n in systems])
     report = {"degree": degree, "n_terms": len(terms), "n_samples": len(idx),
               "rms_deviation": float(np.sqrt(np.mean(dev ** 2))),
               "max_deviation": float(np.abs(dev).max()),
-              "rms_gp": float(np.sqrt(np.mean(target ** 2)))}
+              "rms_gp": float(np.sqrt(np.mean(target ** 2))),
+              "max_energy_deviation_map_vs_gp_kcal": float(np.abs(e_dev).max() * 627.5094740631),
+              "mean_energy_deviation_map_vs_gp_kcal": float(np.abs(e_dev).mean() * 627.5094740631)}
     return fx, report
