@@ -12,9 +12,9 @@ from .model import CiderFunctional, PolynomialFx
 
 __version__ = "0.1.0"
 
-#: The functional ``load()`` returns when no name is given.  Until a trained
-#: functional ships (training issue) this is the smooth test model.
-DEFAULT_FUNCTIONAL = "test-nl"
+#: The functional ``load()`` returns when no name is given: the trained PBE0
+#: surrogate (data/training/pbe0-surrogate.toml reproduces it).
+DEFAULT_FUNCTIONAL = "cider-pbe0"
 
 
 def functionals_dir():

@@ -11,7 +11,10 @@ Layout of a model file (a NumPy ``.npz`` archive):
        "fx": {"kind": "polynomial"}, "provenance": {...},
        "checksum": "sha256:..."}
 
-* ``fx_exponents`` (n_terms, n_features) int64, ``fx_coefficients`` (n_terms,)
+* F_x kind "polynomial": ``fx_exponents`` (n_terms, n_features) int64,
+  ``fx_coefficients`` (n_terms,); kind "rbf" (the GP mean itself):
+  ``fx_control_points`` (n_control, n_features), ``fx_weights`` (n_control,),
+  ``"length_scale"`` in the header's ``fx`` entry
 * optionally (trained models) the GP state for the uncertainty estimate:
   ``gp_control_points`` (n_control, n_features), ``gp_beta``, ``gp_cov``, with
   ``"gp": {"kernel": "rbf", "length_scale": ..., "amplitude": ...}`` in the header
@@ -75,12 +78,17 @@ def save_functional(path, functional, provenance=None, overwrite=False):
             "semilocal_xc": functional.semilocal_xc,
             "trained_on": functional.header.get("composition", {}).get("trained_on"),
         },
-        "fx": {"kind": "polynomial"},
+        "fx": {"kind": functional.fx.kind},
         "provenance": provenance if provenance is not None
         else functional.header.get("provenance", {}),
     }
-    arrays = {"fx_exponents": functional.fx.exponents.astype(np.int64),
-              "fx_coefficients": functional.fx.coefficients.astype(np.float64)}
+    if functional.fx.kind == "rbf":
+        header["fx"]["length_scale"] = functional.fx.length_scale
+        arrays = {"fx_control_points": functional.fx.control_points,
+                  "fx_weights": functional.fx.weights}
+    else:
+        arrays = {"fx_exponents": functional.fx.exponents.astype(np.int64),
+                  "fx_coefficients": functional.fx.coefficients.astype(np.float64)}
     if functional.gp is not None:
         header["gp"] = {"kernel": "rbf", "length_scale": float(functional.gp["length_scale"]),
                         "amplitude": float(functional.gp["amplitude"])}
@@ -134,11 +142,15 @@ def read_functional(path):
     if header.get("checksum") != _checksum(header, arrays):
         raise ModelFileError(path, "checksum mismatch: the file is corrupt or was edited")
     fxh = header.get("fx", {})
-    if fxh.get("kind") != "polynomial":
+    if fxh.get("kind") not in ("polynomial", "rbf"):
         raise ModelFileError(path, f"unknown enhancement-factor kind {fxh.get('kind')!r}")
     try:
         settings = DescriptorSettings.fromdict(header["descriptor_settings"])
-        fx = PolynomialFx(arrays["fx_exponents"], arrays["fx_coefficients"])
+        if fxh["kind"] == "rbf":
+            from .model import RBFFx
+            fx = RBFFx(arrays["fx_control_points"], arrays["fx_weights"], fxh["length_scale"])
+        else:
+            fx = PolynomialFx(arrays["fx_exponents"], arrays["fx_coefficients"])
         comp = header.get("composition", {})
         gp = None
         if "gp" in header:

@@ -12,6 +12,7 @@ This module imports neither PySCF nor GPAW.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numba
 import numpy as np
@@ -21,6 +22,7 @@ from .descriptors.semilocal import lda_exchange, pbe_enhancement
 
 
 class PolynomialFx:
+    kind = "polynomial"
     """f_ML(x) = sum_t c_t prod_d x_d^k_td with every term of degree >= 1.
 
     Parameters
@@ -115,6 +117,78 @@ def _poly_eval(E, c, x, kmax, f, df):
             f[g] = fg
 
 
+class RBFFx:
+    """f_ML(x) = sum_c w_c exp(-|x - x_c|^2 / (2 l^2)) - (same at x = 0).
+
+    The mean of a Gaussian process with an RBF kernel, evaluated exactly (the
+    subtraction of its value at the origin makes f_ML = 0, hence F_x = 1, in
+    the uniform gas exactly).
+
+    Parameters
+    ----------
+    control_points : (n_control, n_features) array
+    weights : (n_control,) array (amplitude * beta of the GP)
+    length_scale : float
+    """
+
+    kind = "rbf"
+
+    def __init__(self, control_points, weights, length_scale):
+        Xc = np.ascontiguousarray(control_points, dtype=float)
+        w = np.ascontiguousarray(weights, dtype=float)
+        if Xc.ndim != 2 or w.shape != (Xc.shape[0],):
+            raise ValueError(f"RBF F_x needs control points (n, n_features) and weights (n,), "
+                             f"got {Xc.shape} and {w.shape}")
+        if not (np.all(np.isfinite(Xc)) and np.all(np.isfinite(w))):
+            raise ValueError("RBF F_x arrays must be finite")
+        length_scale = float(length_scale)
+        if not length_scale > 0:
+            raise ValueError("RBF length scale must be positive")
+        self.control_points = Xc
+        self.weights = w
+        self.length_scale = length_scale
+        # value at the origin, through the same kernel so f(0) - offset == 0 exactly
+        f0 = np.empty(1)
+        _rbf_eval(Xc, w, 0.5 / length_scale ** 2, np.zeros((Xc.shape[1], 1)), f0,
+                  np.empty((Xc.shape[1], 1)))
+        self.offset = float(f0[0])
+
+    @property
+    def n_features(self):
+        return self.control_points.shape[1]
+
+    def __call__(self, x):
+        x = np.ascontiguousarray(x, dtype=float)
+        if x.ndim != 2 or x.shape[0] != self.n_features:
+            raise ValueError(f"model expects {self.n_features} features, got array of "
+                             f"shape {x.shape}")
+        N = x.shape[1]
+        f = np.empty(N)
+        df = np.empty((self.n_features, N))
+        _rbf_eval(self.control_points, self.weights, 0.5 / self.length_scale ** 2, x, f, df)
+        return f - self.offset, df
+
+
+@numba.njit(parallel=True, cache=True, fastmath=True)
+def _rbf_eval(Xc, w, gamma, x, f, df):
+    nc, nf = Xc.shape
+    N = x.shape[1]
+    for g in numba.prange(N):
+        fg = 0.0
+        for d in range(nf):
+            df[d, g] = 0.0
+        for c in range(nc):
+            d2 = 0.0
+            for d in range(nf):
+                t = x[d, g] - Xc[c, d]
+                d2 += t * t
+            v = w[c] * math.exp(-gamma * d2)
+            fg += v
+            for d in range(nf):
+                df[d, g] -= 2.0 * gamma * (x[d, g] - Xc[c, d]) * v
+        f[g] = fg
+
+
 @dataclasses.dataclass
 class XResult:
     """Exchange energy density (per volume) and its derivatives, per point.
@@ -134,7 +208,7 @@ class CiderFunctional:
     Attributes
     ----------
     settings : DescriptorSettings
-    fx : PolynomialFx
+    fx : PolynomialFx or RBFFx
     cider_x : float
         Fraction of CIDER exchange in the XC energy.
     semilocal_xc : str or None

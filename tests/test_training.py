@@ -184,3 +184,54 @@ gp_kwargs = {length_scales = [0.5], amplitudes = [0.01]}
     main(["evaluate", str(tmp_path / "tiny-cli.npz"), str(tmp_path / "ref"),
           "--plots", str(tmp_path / "eplots")])
     assert (tmp_path / "eplots" / "enhancement.png").exists()
+
+
+def test_shipped_default_is_a_held_out_pbe0_surrogate():
+    fn = cider_xc.load()
+    assert fn.name == "cider-pbe0" == cider_xc.DEFAULT_FUNCTIONAL
+    assert fn.cider_x == 0.25 and fn.semilocal_xc == "0.75*GGA_X_PBE, GGA_C_PBE"
+    assert fn.header["composition"]["trained_on"] == "exact_exchange"
+    trained = set(fn.header["provenance"]["systems"])
+    g21 = {s.name for s in systems.resolve("g2_1")}
+    assert trained and not trained & g21
+    # exact uniform-gas limit and a finite uncertainty
+    assert fn.fx(np.zeros((fn.settings.n_features, 1)))[0][0] == 0.0
+    assert np.isfinite(fn.uncertainty(np.zeros((fn.settings.n_features, 3)))).all()
+
+
+def test_default_functional_scf():
+    from pyscf import gto
+    water_sto3g = gto.M(atom="O 0 0 0; H 0 0.76 0.59; H 0 -0.76 0.59", basis="sto-3g",
+                        verbose=0)
+    from pyscf import dft
+    for cls in (dft.RKS, dft.UKS):
+        mf = cls(water_sto3g)
+        mf.grids.level = 2
+        mf.xc = cider_xc.load()
+        mf.kernel()
+        assert mf.converged
+
+
+def test_polynomial_evaluator_option(tiny_data):
+    data = reference.load_dataset(tiny_data)
+    fn, report = fit.fit_functional(data, name="tiny-poly", evaluator="polynomial", degree=2,
+                                    n_control=10, gp_kwargs={"length_scales": (0.5,),
+                                                             "amplitudes": (0.1,)})
+    assert fn.fx.kind == "polynomial" and report["n_terms"] == 20
+    assert report["mean_energy_deviation_map_vs_gp_kcal"] < 1.0
+
+
+def test_rbf_evaluator_gradient_and_uniform_gas(rng):
+    from cider_xc.model import RBFFx
+    f = RBFFx(rng.uniform(-1, 1, (30, 5)), rng.normal(size=30) * 0.1, 0.5)
+    x = rng.uniform(-1, 1, (5, 20))
+    _, d = f(x)
+    h = 1e-6
+    for k in range(5):
+        xp, xm = x.copy(), x.copy()
+        xp[k] += h
+        xm[k] -= h
+        assert np.allclose((f(xp)[0] - f(xm)[0]) / (2 * h), d[k], atol=1e-8)
+    assert f(np.zeros((5, 1)))[0][0] == 0.0
+    with pytest.raises(ValueError, match="features"):
+        f(np.zeros((4, 2)))

@@ -57,8 +57,8 @@ class IntegratedGPR:
         Points per chunk when integrating kernel rows.
     """
 
-    def __init__(self, n_control=200, length_scales=(0.3, 0.45, 0.65, 0.9),
-                 amplitudes=(0.003, 0.01, 0.03, 0.1), random_state=0, chunk=20000,
+    def __init__(self, n_control=200, length_scales=(0.5, 0.65, 0.8),
+                 amplitudes=(0.03, 0.1, 0.3), random_state=0, chunk=20000,
                  max_kmeans_points=200000, verbose=False):
         self.n_control = n_control
         self.length_scales = length_scales
