@@ -235,3 +235,22 @@ def test_rbf_evaluator_gradient_and_uniform_gas(rng):
     assert f(np.zeros((5, 1)))[0][0] == 0.0
     with pytest.raises(ValueError, match="features"):
         f(np.zeros((4, 2)))
+
+
+def test_uncertainty_report_of_a_calculation():
+    from pyscf import dft, gto
+    from cider_xc.pyscf.features import uncertainty_report
+    mol = gto.M(atom="O 0 0 0; H 0 0.76 0.59; H 0 -0.76 0.59", basis="sto-3g", verbose=0)
+    mf = dft.RKS(mol)
+    mf.grids.level = 1
+    mf.xc = cider_xc.load()
+    mf.kernel()
+    rep = uncertainty_report(mf)
+    assert 0 <= rep["mean_std"] <= rep["max_std"] <= rep["prior_std"] * (1 + 1e-9)
+    assert rep["exchange_error_scale"] > 0
+    # a molecule like the training data is mostly within the data
+    assert rep["weight_above_threshold"] < 0.5
+    mf2 = dft.RKS(mol)
+    mf2.xc = cider_xc.load("test-nl")
+    with pytest.raises(ValueError, match="no GP uncertainty"):
+        uncertainty_report(mf2, dm=mf.make_rdm1())

@@ -57,3 +57,37 @@ def spin_channel_features(mol, grids, dms, settings, projector=None, min_weight=
         out.append({k: np.concatenate(v, axis=-1 if k == "x" else 0)
                     for k, v in parts.items()})
     return out
+
+
+def uncertainty_report(mf, dm=None, threshold=None):
+    """How far a PySCF calculation with a CIDER functional strays from the
+    training data, from the GP posterior kept in the model file.
+
+    Returns a dict with the exchange-energy-weighted mean and the maximum of
+    the per-point GP standard deviation of F_x, the same threshold test, and
+    an error-bar estimate sum_g |w_g e_g| std_g for the CIDER exchange energy
+    (Hartree; an upper-bound-like scale, not a calibrated interval).
+    """
+    from ..model import CiderFunctional
+    fn = mf.xc
+    if not isinstance(fn, CiderFunctional):
+        raise ValueError("uncertainty_report needs a calculation whose xc is a CIDER functional")
+    if fn.gp is None:
+        raise ValueError(f"functional {fn.name!r} carries no GP uncertainty data")
+    if dm is None:
+        dm = mf.make_rdm1()
+    if mf.grids.coords is None:
+        mf.grids.build()
+    chans = spin_channel_features(mf.mol, mf.grids, dm, fn.settings,
+                                  projector=mf._numint.projector(mf.mol))
+    stds, wts = [], []
+    for c in chans:
+        stds.append(fn.uncertainty(c["x"]))
+        wts.append(np.abs(c["we"]))
+    std = np.concatenate(stds)
+    w = np.concatenate(wts)
+    thr = threshold if threshold is not None else 0.5 * np.sqrt(fn.gp["amplitude"])
+    return {"mean_std": float(np.dot(w, std) / w.sum()), "max_std": float(std.max()),
+            "weight_above_threshold": float(w[std > thr].sum() / w.sum()),
+            "threshold": float(thr), "prior_std": float(np.sqrt(fn.gp["amplitude"])),
+            "exchange_error_scale": float(fn.cider_x * np.dot(w, std))}
