@@ -21,7 +21,11 @@ class InfoCommand:
         print(f"functional : {fn.describe()}")
         print(f"features   : {', '.join(fn.settings.feature_names)}")
         print(f"settings   : {json.dumps(fn.settings.todict())}")
-        print(f"F_x terms  : {len(fn.fx.coefficients)}")
+        size = (f"{len(fn.fx.coefficients)} polynomial terms" if fn.fx.kind == "polynomial"
+                else f"{len(fn.fx.weights)} RBF control points, length scale "
+                     f"{fn.fx.length_scale:g}")
+        print(f"F_x        : {fn.fx.kind}, {size}")
+        print(f"GP uncert. : {'yes' if fn.gp is not None else 'no'}")
         print(f"provenance : {json.dumps(fn.header.get('provenance', {}))}")
         print(f"checksum   : {fn.header.get('checksum')}")
 

@@ -154,6 +154,10 @@ def test_cli_info(capsys):
     main(["info", "test-nl"])
     out = capsys.readouterr().out
     assert "CIDER_X[test-nl]" in out and "x_g2" in out
+    assert "polynomial terms" in out
+    main(["info"])                      # the shipped default has an RBF evaluator
+    out = capsys.readouterr().out
+    assert "CIDER_X[cider-pbe0]" in out and "RBF control points" in out
 
 
 def test_cli_scf_runs_and_compares(tmp_path, capsys):
