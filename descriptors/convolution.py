@@ -89,6 +89,11 @@ class SolidGaussianSet:
         if len(self.l) > 1:
             new[1:] = np.any(self.centers[1:] != self.centers[:-1], axis=1)
         self.groups = np.append(np.nonzero(new)[0], len(self.l)).astype(np.int64)
+        # most diffuse exponent and highest l of each group, for screening
+        self.group_zmin = np.minimum.reduceat(self.zeta, self.groups[:-1]) \
+            if len(self.l) else np.zeros(0)
+        self.group_lmax = np.maximum.reduceat(self.l, self.groups[:-1]) \
+            if len(self.l) else np.zeros(0, dtype=np.int64)
 
     @property
     def ncoef(self):
@@ -121,7 +126,7 @@ class SolidGaussianSet:
         dG = np.zeros(a.shape)
         _forward(coords, a, self.cartesian(c), self.centers, self.l, self.zeta,
                  self.cart_off, CART_LX, CART_LY, CART_LZ, CART_START, self.groups,
-                 EXP_CUTOFF, G, dG)
+                 self.group_zmin, self.group_lmax, EXP_CUTOFF, G, dG)
         return G, dG
 
     def convolve_adjoint(self, coords, a, u):
@@ -133,7 +138,8 @@ class SolidGaussianSet:
             raise ValueError("u and a must have the same shape")
         out = np.zeros(self.ncart)
         _adjoint(coords, a, u, self.centers, self.l, self.zeta, self.cart_off,
-                 CART_LX, CART_LY, CART_LZ, CART_START, self.groups, EXP_CUTOFF, out)
+                 CART_LX, CART_LY, CART_LZ, CART_START, self.groups, self.group_zmin,
+                 self.group_lmax, EXP_CUTOFF, out)
         return self.TT @ out
 
 
@@ -199,9 +205,53 @@ def _evaluate(coords, coef, centers, ls, zetas, offs, lx, ly, lz, start, out):
                                                  lx, ly, lz, start, px, py, pz)
 
 
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
+def _block_amin(a, p0, p1):
+    """Smallest exponent of every feature over points p0..p1."""
+    amin = a[0, p0]
+    for f in range(a.shape[0]):
+        for g in range(p0, p1):
+            if a[f, g] < amin:
+                amin = a[f, g]
+    return amin
+
+
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
+def _point_far(a, g, zmin, d2, cutoff):
+    """True if even the most diffuse shell of a group is negligible at point g."""
+    ag = a[0, g]
+    for f in range(1, a.shape[0]):
+        if a[f, g] < ag:
+            ag = a[f, g]
+    return zmin * ag / (zmin + ag) * d2 > cutoff
+
+
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
+def _monomials(dx, dy, dz, lmax, lx, ly, lz, start, px, py, pz, mono):
+    """All Cartesian monomials x^i y^j z^k with i+j+k <= lmax into mono."""
+    px[0] = 1.0; py[0] = 1.0; pz[0] = 1.0
+    for k in range(1, lmax + 1):
+        px[k] = px[k - 1] * dx
+        py[k] = py[k - 1] * dy
+        pz[k] = pz[k - 1] * dz
+    for k in range(start[lmax + 1]):
+        mono[k] = px[lx[k]] * py[ly[k]] * pz[lz[k]]
+
+
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
+def _prefactor(af, za, l):
+    """(pi / (zeta + a))^{3/2} (a / (zeta + a))^l, with za = zeta + a."""
+    r = af / za
+    t = math.pi / za
+    pref = t * math.sqrt(t)
+    for k in range(l):
+        pref *= r
+    return pref
+
+
 @numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
 def _forward(coords, a, coef, centers, ls, zetas, offs, lx, ly, lz, start,
-             grp, cutoff, G, dG):
+             grp, grp_zmin, grp_lmax, cutoff, G, dG):
     """G[f, g] += sum_s K_s(r_g; a[f, g]) and dG/da; shells grouped by centre
     (grp[i]..grp[i+1]) so that distances and monomials are shared."""
     N = coords.shape[0]
@@ -219,22 +269,10 @@ def _forward(coords, a, coef, centers, ls, zetas, offs, lx, ly, lz, start,
         px = scratch[b, 0]; py = scratch[b, 1]; pz = scratch[b, 2]
         mono = monos[b]
         cx, cy, cz, rad = _block_sphere(coords, p0, p1)
-        amin = a[0, p0]
-        for f in range(nf):
-            for g in range(p0, p1):
-                if a[f, g] < amin:
-                    amin = a[f, g]
+        amin = _block_amin(a, p0, p1)
         for ig in range(ngrp):
-            s0 = grp[ig]
-            s1 = grp[ig + 1]
-            zmin = zetas[s0]
-            lmax = ls[s0]
-            for s in range(s0, s1):
-                if zetas[s] < zmin:
-                    zmin = zetas[s]
-                if ls[s] > lmax:
-                    lmax = ls[s]
-            R = centers[s0]
+            zmin = grp_zmin[ig]
+            R = centers[grp[ig]]
             if _shell_far(cx, cy, cz, rad, R, zmin * amin / (zmin + amin), cutoff):
                 continue
             for g in range(p0, p1):
@@ -242,27 +280,16 @@ def _forward(coords, a, coef, centers, ls, zetas, offs, lx, ly, lz, start,
                 dy = coords[g, 1] - R[1]
                 dz = coords[g, 2] - R[2]
                 d2 = dx * dx + dy * dy + dz * dz
-                ag = a[0, g]
-                for f in range(1, nf):
-                    if a[f, g] < ag:
-                        ag = a[f, g]
-                if zmin * ag / (zmin + ag) * d2 > cutoff:
+                if _point_far(a, g, zmin, d2, cutoff):
                     continue
-                px[0] = 1.0; py[0] = 1.0; pz[0] = 1.0
-                for k in range(1, lmax + 1):
-                    px[k] = px[k - 1] * dx
-                    py[k] = py[k - 1] * dy
-                    pz[k] = pz[k - 1] * dz
-                for k in range(start[lmax + 1]):
-                    mono[k] = px[lx[k]] * py[ly[k]] * pz[lz[k]]
-                for s in range(s0, s1):
+                _monomials(dx, dy, dz, grp_lmax[ig], lx, ly, lz, start, px, py, pz, mono)
+                for s in range(grp[ig], grp[ig + 1]):
                     z = zetas[s]
                     l = ls[s]
                     i0 = start[l]
-                    nc = start[l + 1] - i0
                     poly = 0.0
                     o = offs[s]
-                    for k in range(nc):
+                    for k in range(start[l + 1] - i0):
                         poly += coef[o + k] * mono[i0 + k]
                     if poly == 0.0:
                         continue
@@ -272,12 +299,7 @@ def _forward(coords, a, coef, centers, ls, zetas, offs, lx, ly, lz, start,
                         arg = z * af / za * d2
                         if arg > cutoff:
                             continue
-                        r = af / za
-                        t = math.pi / za
-                        pref = t * math.sqrt(t)
-                        for k in range(l):
-                            pref *= r
-                        v = pref * math.exp(-arg) * poly
+                        v = _prefactor(af, za, l) * math.exp(-arg) * poly
                         G[f, g] += v
                         dG[f, g] += v * (-1.5 / za + l * (1.0 / af - 1.0 / za)
                                          - d2 * (z / za) ** 2)
@@ -285,7 +307,7 @@ def _forward(coords, a, coef, centers, ls, zetas, offs, lx, ly, lz, start,
 
 @numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
 def _adjoint(coords, a, u, centers, ls, zetas, offs, lx, ly, lz, start,
-             grp, cutoff, out):
+             grp, grp_zmin, grp_lmax, cutoff, out):
     """out[cart coef of shell s] += sum_{g, f} u[f, g] dK_s(r_g; a[f, g])/dc;
     parallel over centre groups, which own disjoint output entries."""
     N = coords.shape[0]
@@ -298,30 +320,17 @@ def _adjoint(coords, a, u, centers, ls, zetas, offs, lx, ly, lz, start,
         p0 = b * BLOCK
         p1 = min(N, p0 + BLOCK)
         cx, cy, cz, rad = _block_sphere(coords, p0, p1)
-        amin = a[0, p0]
-        for f in range(nf):
-            for g in range(p0, p1):
-                if a[f, g] < amin:
-                    amin = a[f, g]
         bsph[b, 0] = cx; bsph[b, 1] = cy; bsph[b, 2] = cz
-        bsph[b, 3] = rad; bsph[b, 4] = amin
+        bsph[b, 3] = rad; bsph[b, 4] = _block_amin(a, p0, p1)
     # scratch allocated outside the parallel loop (numba may hoist allocations
     # out of a prange body and share them between threads)
     scratch = np.empty((ngrp, 3, LMAX + 1))
     monos = np.empty((ngrp, nmono))
     for ig in numba.prange(ngrp):
-        s0 = grp[ig]
-        s1 = grp[ig + 1]
         px = scratch[ig, 0]; py = scratch[ig, 1]; pz = scratch[ig, 2]
         mono = monos[ig]
-        zmin = zetas[s0]
-        lmax = ls[s0]
-        for s in range(s0, s1):
-            if zetas[s] < zmin:
-                zmin = zetas[s]
-            if ls[s] > lmax:
-                lmax = ls[s]
-        R = centers[s0]
+        zmin = grp_zmin[ig]
+        R = centers[grp[ig]]
         for b in range(nblk):
             amin = bsph[b, 4]
             if _shell_far(bsph[b, 0], bsph[b, 1], bsph[b, 2], bsph[b, 3], R,
@@ -334,14 +343,10 @@ def _adjoint(coords, a, u, centers, ls, zetas, offs, lx, ly, lz, start,
                 dy = coords[g, 1] - R[1]
                 dz = coords[g, 2] - R[2]
                 d2 = dx * dx + dy * dy + dz * dz
-                ag = a[0, g]
-                for f in range(1, nf):
-                    if a[f, g] < ag:
-                        ag = a[f, g]
-                if zmin * ag / (zmin + ag) * d2 > cutoff:
+                if _point_far(a, g, zmin, d2, cutoff):
                     continue
                 have_mono = False
-                for s in range(s0, s1):
+                for s in range(grp[ig], grp[ig + 1]):
                     z = zetas[s]
                     l = ls[s]
                     w = 0.0
@@ -351,22 +356,12 @@ def _adjoint(coords, a, u, centers, ls, zetas, offs, lx, ly, lz, start,
                         arg = z * af / za * d2
                         if arg > cutoff or u[f, g] == 0.0:
                             continue
-                        r = af / za
-                        t = math.pi / za
-                        pref = t * math.sqrt(t)
-                        for k in range(l):
-                            pref *= r
-                        w += u[f, g] * pref * math.exp(-arg)
+                        w += u[f, g] * _prefactor(af, za, l) * math.exp(-arg)
                     if w == 0.0:
                         continue
                     if not have_mono:
-                        px[0] = 1.0; py[0] = 1.0; pz[0] = 1.0
-                        for k in range(1, lmax + 1):
-                            px[k] = px[k - 1] * dx
-                            py[k] = py[k - 1] * dy
-                            pz[k] = pz[k - 1] * dz
-                        for k in range(start[lmax + 1]):
-                            mono[k] = px[lx[k]] * py[ly[k]] * pz[lz[k]]
+                        _monomials(dx, dy, dz, grp_lmax[ig], lx, ly, lz, start,
+                                   px, py, pz, mono)
                         have_mono = True
                     i0 = start[l]
                     o = offs[s]
