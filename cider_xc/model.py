@@ -21,8 +21,15 @@ from .descriptors import DescriptorSettings, FeatureChain
 from .descriptors.semilocal import lda_exchange, pbe_enhancement
 
 
+def _feature_array(x, n_features):
+    """x as a contiguous (n_features, N) float array, or a clear error."""
+    x = np.ascontiguousarray(x, dtype=float)
+    if x.ndim != 2 or x.shape[0] != n_features:
+        raise ValueError(f"model expects {n_features} features, got array of shape {x.shape}")
+    return x
+
+
 class PolynomialFx:
-    kind = "polynomial"
     """f_ML(x) = sum_t c_t prod_d x_d^k_td with every term of degree >= 1.
 
     Parameters
@@ -30,6 +37,8 @@ class PolynomialFx:
     exponents : (n_terms, n_features) int array
     coefficients : (n_terms,) array
     """
+
+    kind = "polynomial"
 
     def __init__(self, exponents, coefficients):
         e = np.asarray(exponents)
@@ -67,10 +76,7 @@ class PolynomialFx:
 
     def __call__(self, x):
         """f (N,) and df/dx (n_features, N) at x (n_features, N)."""
-        x = np.ascontiguousarray(x, dtype=float)
-        if x.ndim != 2 or x.shape[0] != self.n_features:
-            raise ValueError(f"model expects {self.n_features} features, got array of "
-                             f"shape {x.shape}")
+        x = _feature_array(x, self.n_features)
         N = x.shape[1]
         f = np.zeros(N)
         df = np.zeros((self.n_features, N))
@@ -158,10 +164,8 @@ class RBFFx:
         return self.control_points.shape[1]
 
     def __call__(self, x):
-        x = np.ascontiguousarray(x, dtype=float)
-        if x.ndim != 2 or x.shape[0] != self.n_features:
-            raise ValueError(f"model expects {self.n_features} features, got array of "
-                             f"shape {x.shape}")
+        """f (N,) and df/dx (n_features, N) at x (n_features, N)."""
+        x = _feature_array(x, self.n_features)
         N = x.shape[1]
         f = np.empty(N)
         df = np.empty((self.n_features, N))
@@ -300,10 +304,6 @@ class CiderFunctional:
         d2 = ((Xc[:, None, :] - Xc[None, :, :]) ** 2).sum(-1)
         return self.gp["amplitude"] * np.exp(-0.5 * d2 / self.gp["length_scale"] ** 2) \
             + 1e-8 * self.gp["amplitude"] * np.eye(len(Xc))
-
-    def enhancement(self, x):
-        """F_x(x) - F_x^PBE, i.e. f_ML, and its gradient."""
-        return self.fx(x)
 
     def exchange(self, n, sigma, tau, G, dG_da=None, a_derivs=None):
         """Closed-shell exchange energy density and derivatives.
