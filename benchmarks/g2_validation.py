@@ -34,22 +34,10 @@ def scf_energy(name, symbols, positions, charge, spin, xc_name, model, ref):
     mf.conv_tol = 1e-9
     mf.max_cycle = 100
     mf.xc = cider_xc.load(model) if xc_name == "CIDER" else xc_name
+    from cider_xc.pyscf import fallback
     t = time.perf_counter()
-    e = mf.kernel()
-    how = "diis"
-    if not mf.converged:
-        # fallback: energy-based DIIS from the converged PBE density
-        from pyscf import scf
-        pbe = (dft.UKS if spin else dft.RKS)(mol)
-        if ref["density_fit"]:
-            pbe = pbe.density_fit()
-        pbe.grids.level = ref["grid_level"]
-        pbe.xc = "PBE"
-        pbe.kernel()
-        mf.diis = scf.ADIIS()
-        mf.max_cycle = 150
-        e = mf.kernel(pbe.make_rdm1())
-        how = "adiis"
+    e, used = fallback.kernel(mf)
+    how = "adiis" if used else "diis"
     return name, xc_name, float(e), bool(mf.converged), time.perf_counter() - t, how
 
 

@@ -72,21 +72,14 @@ class ScfCommand:
                 mf = mf.density_fit()
             mf.grids.level = args.grid_level
             mf.xc = xc
-            e = mf.kernel()
-            if not mf.converged and label == "CIDER":
-                # fallback: energy-based DIIS from the PBE density (helps, e.g., the
-                # Li atom, where plain DIIS stalls and then diverges)
-                from pyscf import scf
-                print("cider-xc scf: DIIS did not converge; retrying with ADIIS from the "
-                      "PBE density")
-                pbe = (dft.RKS(mol) if spin == 0 else dft.UKS(mol))
-                pbe.grids.level = args.grid_level
-                pbe.xc = "PBE"
-                pbe.verbose = 0
-                pbe.kernel()
-                mf.diis = scf.ADIIS()
-                mf.max_cycle = 150
-                e = mf.kernel(pbe.make_rdm1())
+            if label == "CIDER":
+                from cider_xc.pyscf import fallback
+                e, used = fallback.kernel(mf)
+                if used:
+                    print("cider-xc scf: DIIS did not converge; used ADIIS from the PBE "
+                          "density")
+            else:
+                e = mf.kernel()
             rows.append((label, str(xc), e, mf.converged))
         print(f"{'method':8s} {'converged':9s} {'E / Hartree':>18s}  functional")
         for label, desc, e, conv in rows:

@@ -176,3 +176,22 @@ def test_hartree_fock_untouched(water_sto3g):
     mf = scf.RHF(water_sto3g)
     assert not hasattr(type(mf), "_numint") or not isinstance(
         getattr(type(mf), "_numint", None), hook._NumIntAttribute)
+
+
+def test_fallback_kernel(water_sto3g):
+    """If DIIS does not converge (here: forced by max_cycle=1), the fallback
+    restarts with ADIIS from the PBE density and converges; the CIDER functional
+    stays in place."""
+    from cider_xc.pyscf import fallback
+    fn = cider_xc.load()
+    mf = dft.RKS(water_sto3g)
+    mf.grids.level = 1
+    mf.xc = fn
+    mf.max_cycle = 1
+    e, used = fallback.kernel(mf)
+    assert used and mf.converged and mf.xc is fn
+    ref = dft.RKS(water_sto3g)
+    ref.grids.level = 1
+    ref.xc = fn
+    e_ref, used_ref = fallback.kernel(ref)
+    assert not used_ref and abs(e - e_ref) < 1e-7
