@@ -164,9 +164,12 @@ def test_cli_scf_runs_and_compares(tmp_path, capsys):
     from cider_xc.cli import main
     xyz = tmp_path / "h2.xyz"
     xyz.write_text("2\nH2\nH 0 0 0\nH 0 0 0.74\n")
-    main(["scf", str(xyz), "--basis", "sto-3g", "--grid-level", "1"])
-    out = capsys.readouterr().out
-    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:] if line.strip()}
+    # -v 0: PySCF's own log goes to the stream it saw at import, which under
+    # pytest's capture may already be closed
+    main(["scf", str(xyz), "--basis", "sto-3g", "--grid-level", "1", "-v", "0"])
+    lines = capsys.readouterr().out.splitlines()
+    table = lines[[i for i, ln in enumerate(lines) if ln.startswith("method")][0] + 1:]
+    rows = {line.split()[0]: line.split() for line in table if line.strip()}
     assert set(rows) == {"CIDER", "PBE", "PBE0"}
     assert all(r[1] == "True" for r in rows.values())
     e = {k: float(r[2]) for k, r in rows.items()}
