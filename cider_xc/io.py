@@ -25,6 +25,7 @@ with ``allow_pickle=False``, so loading cannot run code.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -37,12 +38,33 @@ FORMAT = "cider-xc-model"
 FORMAT_VERSION = 1
 
 
-class ModelFileError(ValueError):
-    """A model file that is missing, truncated, foreign or inconsistent."""
+class DataFileError(ValueError):
+    """A data file (model, reference data) that cannot be used; names the file."""
 
     def __init__(self, path, problem):
         self.path = str(path)
         super().__init__(f"{path}: {problem}")
+
+
+class ModelFileError(DataFileError):
+    """A model file that is missing, truncated, foreign or inconsistent."""
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=""):
+    """Yield a temporary path beside ``path``; rename it to ``path`` when the
+    block succeeds, remove it when it fails, so a good file is never replaced
+    by a partial one."""
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=suffix)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _checksum(header, arrays):
@@ -96,16 +118,8 @@ def save_functional(path, functional, provenance=None, overwrite=False):
         arrays["gp_beta"] = np.asarray(functional.gp["beta"], float)
         arrays["gp_cov"] = np.asarray(functional.gp["cov"], float)
     header["checksum"] = _checksum(header, arrays)
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, header=np.array(json.dumps(header, sort_keys=True)), **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, ".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, header=np.array(json.dumps(header, sort_keys=True)), **arrays)
     return path
 
 

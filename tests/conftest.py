@@ -19,24 +19,23 @@ def water_sto3g():
                  verbose=0)
 
 
-def pbe_dm(mol, unrestricted=False):
+def converged_dm(mol, xc, unrestricted=False):
+    """Density matrix of a quick (grid level 2) SCF with a string functional."""
     from pyscf import dft
     mf = (dft.UKS if unrestricted else dft.RKS)(mol)
-    mf.xc = "PBE"
+    mf.xc = xc
     mf.grids.level = 2
     mf.verbose = 0
     mf.kernel()
     return mf.make_rdm1()
+
+
+def pbe_dm(mol, unrestricted=False):
+    return converged_dm(mol, "PBE", unrestricted)
 
 
 def lda_dm(mol, unrestricted=False):
-    from pyscf import dft
-    mf = (dft.UKS if unrestricted else dft.RKS)(mol)
-    mf.xc = "LDA,VWN"
-    mf.grids.level = 2
-    mf.verbose = 0
-    mf.kernel()
-    return mf.make_rdm1()
+    return converged_dm(mol, "LDA,VWN", unrestricted)
 
 
 @pytest.fixture

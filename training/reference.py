@@ -17,22 +17,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import time
 import traceback
 
 import numpy as np
 
+from cider_xc.io import DataFileError, atomic_path
+
 DATA_FORMAT = "cider-xc-reference"
 DATA_VERSION = 1
 
 
-class ReferenceDataError(ValueError):
+class ReferenceDataError(DataFileError):
     """A reference-data file that is missing, truncated, foreign or stale."""
-
-    def __init__(self, path, problem):
-        self.path = str(path)
-        super().__init__(f"{path}: {problem}")
 
 
 @dataclasses.dataclass
@@ -103,20 +100,11 @@ def compute(system, descriptor_settings, ref=ReferenceSettings()):
 def write_h5(path, attrs, arrays):
     """Atomic HDF5 write: temporary file in the same directory, then rename."""
     import h5py
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".h5")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            for k, v in attrs.items():
-                f.attrs[k] = v
-            for k, v in arrays.items():
-                f.create_dataset(k, data=v)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, ".h5") as tmp, h5py.File(tmp, "w") as f:
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        for k, v in arrays.items():
+            f.create_dataset(k, data=v)
 
 
 def read_h5(path):
@@ -185,11 +173,9 @@ def load_index(out_dir):
 
 def _write_index(out_dir, entries, settings_dict, ref_dict):
     p = os.path.join(out_dir, "index.json")
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as fh:
+    with atomic_path(p, ".json") as tmp, open(tmp, "w") as fh:
         json.dump({"format": DATA_FORMAT, "descriptor_settings": settings_dict,
                    "reference": ref_dict, "systems": entries}, fh, indent=1)
-    os.replace(tmp, p)
 
 
 def generate(systems, out_dir, descriptor_settings, ref=ReferenceSettings(), n_jobs=1,
