@@ -59,10 +59,10 @@ class ScfCommand:
             except Exception as exc:
                 raise SystemExit(f"cider-xc scf: cannot read geometry {atom}: {exc}")
             atom = [(s, tuple(p)) for s, p in zip(at.get_chemical_symbols(), at.positions)]
-        mol = gto.M(atom=atom, basis=args.basis, charge=args.charge, verbose=0)
-        spin = args.spin if args.spin is not None else mol.nelectron % 2
-        mol = gto.M(atom=atom, basis=args.basis, charge=args.charge, spin=spin,
+        # spin=None lets PySCF take 0 or 1 from the electron count
+        mol = gto.M(atom=atom, basis=args.basis, charge=args.charge, spin=args.spin,
                     verbose=args.verbose)
+        spin = mol.spin
         fn = cider_xc.load(args.model)
         rows = []
         for label, xc in [("CIDER", fn)] + ([] if args.no_compare else

@@ -176,6 +176,17 @@ def test_cli_scf_runs_and_compares(tmp_path, capsys):
     assert e["CIDER"] != e["PBE"] and abs(e["CIDER"] - e["PBE0"]) < 0.1
 
 
+def test_cli_scf_open_shell_without_spin(tmp_path, capsys):
+    from cider_xc.cli import main
+    xyz = tmp_path / "h.xyz"
+    xyz.write_text("1\nH atom\nH 0 0 0\n")
+    main(["scf", str(xyz), "--basis", "sto-3g", "--grid-level", "1", "-v", "0",
+          "--no-compare"])
+    lines = capsys.readouterr().out.splitlines()
+    row = [ln for ln in lines if ln.startswith("CIDER")][0].split()
+    assert row[1] == "True" and -0.6 < float(row[2]) < -0.4
+
+
 def test_cli_scf_bad_geometry(tmp_path):
     from cider_xc.cli import main
     bad = tmp_path / "broken.xyz"
