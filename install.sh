@@ -8,6 +8,18 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --upgrade pip >/dev/null
-.venv/bin/python -m pip install -e ".[test,train]"
+# GPAW (the solid-state plugin) compiles against libxc and BLAS from Debian.
+if ! dpkg -s libxc-dev libopenblas-dev >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        apt-get install -y -qq libxc-dev libopenblas-dev
+    else
+        echo "install.sh: GPAW needs libxc-dev and libopenblas-dev:" >&2
+        echo "    sudo apt-get install -y libxc-dev libopenblas-dev" >&2
+        exit 1
+    fi
+fi
+# GPAW's C extension builds with g++ here (its sources need C++-compatible complex types)
+CC=${CC:-g++} .venv/bin/python -m pip install -e ".[test,train,gpaw]"
 # compile and cache the numba kernels once, so the first run is not slow
-.venv/bin/python -c "import cider_xc, cider_xc.pyscf; print('cider-xc', cider_xc.__version__, 'installed; functionals:', cider_xc.available())"
+.venv/bin/python -c "import cider_xc, cider_xc.pyscf, cider_xc.gpaw; print('cider-xc', cider_xc.__version__, 'installed; functionals:', cider_xc.available())"
