@@ -55,37 +55,35 @@ def reciprocal_g2(cell_cv, N_c):
 NQ = 6      # interpolation stencil: lattice points j-2 .. j+3 for t in [j, j+1)
 
 
+# slope at node j   : (D[j-2] - 8 D[j-1] + 8 D[j+1] - D[j+2]) / 12
+# slope at node j+1 : (D[j-1] - 8 D[j]   + 8 D[j+2] - D[j+3]) / 12
+_S0 = np.array([1.0, -8.0, 0.0, 8.0, -1.0, 0.0]) / 12.0
+_S1 = np.array([0.0, 1.0, -8.0, 0.0, 8.0, -1.0]) / 12.0
+
+
 @numba.njit(cache=True)
-def _hermite6(f):
+def _hermite6(f, scale, w, dw):
     """Cubic Hermite weights on [j, j+1] with 4th-order finite-difference
-    slopes (5-point stencils): C^1 in t, error O(h^4).  Returns the weights
-    of the 6 lattice values j-2..j+3 and their derivatives d/df."""
+    slopes (5-point stencils): C^1 in t, error O(h^4).  Writes the weights
+    of the 6 lattice values j-2..j+3 into w and scale * d/df into dw."""
     f2 = f * f
     f3 = f2 * f
-    h00 = 2.0 * f3 - 3.0 * f2 + 1.0
     h10 = f3 - 2.0 * f2 + f
-    h01 = -2.0 * f3 + 3.0 * f2
     h11 = f3 - f2
-    d00 = 6.0 * f2 - 6.0 * f
     d10 = 3.0 * f2 - 4.0 * f + 1.0
-    d01 = -6.0 * f2 + 6.0 * f
     d11 = 3.0 * f2 - 2.0 * f
-    # slope at j   : (D[j-2] - 8 D[j-1] + 8 D[j+1] - D[j+2]) / 12
-    # slope at j+1 : (D[j-1] - 8 D[j]   + 8 D[j+2] - D[j+3]) / 12
-    s0 = np.array([1.0, -8.0, 0.0, 8.0, -1.0, 0.0]) / 12.0
-    s1 = np.array([0.0, 1.0, -8.0, 0.0, 8.0, -1.0]) / 12.0
-    w = h10 * s0 + h11 * s1
-    dw = d10 * s0 + d11 * s1
-    w[2] += h00
-    w[3] += h01
-    dw[2] += d00
-    dw[3] += d01
-    return w, dw
+    for q in range(NQ):
+        w[q] = h10 * _S0[q] + h11 * _S1[q]
+        dw[q] = (d10 * _S0[q] + d11 * _S1[q]) * scale
+    w[2] += 2.0 * f3 - 3.0 * f2 + 1.0
+    w[3] += -2.0 * f3 + 3.0 * f2
+    dw[2] += (6.0 * f2 - 6.0 * f) * scale
+    dw[3] += (-6.0 * f2 + 6.0 * f) * scale
 
 
 @numba.njit(parallel=True, cache=True)
 def _weights(a, tfloor, inv_logr, j_out, w_out, dw_out):
-    """Lattice index j (first of 4 points) and weights w, dw/da per point."""
+    """First stencil index j and weights w, dw/da per (feature, point)."""
     nf, N = a.shape
     for i in range(nf):
         for g in numba.prange(N):
@@ -94,35 +92,65 @@ def _weights(a, tfloor, inv_logr, j_out, w_out, dw_out):
             if clamped:
                 t = tfloor
             j = math.floor(t)
-            f = t - j
-            w, dw = _hermite6(f)
+            scale = 0.0 if clamped else inv_logr / a[i, g]
+            _hermite6(t - j, scale, w_out[i, g], dw_out[i, g])
             j_out[i, g] = j - 2
-            for q in range(NQ):
-                w_out[i, g, q] = w[q]
-                dw_out[i, g, q] = 0.0 if clamped else dw[q] * inv_logr / a[i, g]
 
 
-@numba.njit(parallel=True, cache=True)
-def _accumulate(k, D, j, w, dw, val, dval):
+@numba.njit(cache=True)
+def _buckets(j, kmin, nk):
+    """Counting sort of (feature, point) pairs by their first lattice index:
+    pairs with j = kmin + b are perm[ptr[b]:ptr[b+1]] (flat index i*N+g)."""
     nf, N = j.shape
+    ptr = np.zeros(nk + 1, dtype=np.int64)
     for i in range(nf):
-        for g in numba.prange(N):
-            q = k - j[i, g]
-            if 0 <= q < NQ:
-                val[i, g] += w[i, g, q] * D[g]
-                dval[i, g] += dw[i, g, q] * D[g]
+        for g in range(N):
+            ptr[j[i, g] - kmin + 1] += 1
+    for b in range(nk):
+        ptr[b + 1] += ptr[b]
+    fill = ptr[:-1].copy()
+    perm = np.empty(nf * N, dtype=np.int64)
+    for i in range(nf):
+        for g in range(N):
+            b = j[i, g] - kmin
+            perm[fill[b]] = i * N + g
+            fill[b] += 1
+    return perm, ptr
 
 
-@numba.njit(parallel=True, cache=True)
-def _gather(k, j, w, coef, out):
-    nf, N = j.shape
-    for g in numba.prange(N):
-        s = 0.0
-        for i in range(nf):
-            q = k - j[i, g]
-            if 0 <= q < NQ:
-                s += w[i, g, q] * coef[i, g]
-        out[g] = s
+@numba.njit(cache=True)
+def _accumulate(k, kmin, D, perm, ptr, w, dw, val, dval):
+    """Add the lattice value D_k to every (feature, point) whose stencil
+    contains k (first index j in k-NQ+1 .. k)."""
+    N = D.shape[0]
+    for jj in range(k - NQ + 1, k + 1):
+        b = jj - kmin
+        if b < 0 or b >= ptr.shape[0] - 1:
+            continue
+        q = k - jj
+        for t in range(ptr[b], ptr[b + 1]):
+            p = perm[t]
+            i = p // N
+            g = p - i * N
+            val[i, g] += w[i, g, q] * D[g]
+            dval[i, g] += dw[i, g, q] * D[g]
+
+
+@numba.njit(cache=True)
+def _gather(k, kmin, perm, ptr, w, coef, out):
+    """out[g] = sum_i coef[i, g] w_ik(g): the source of convolution k."""
+    N = out.shape[0]
+    out[:] = 0.0
+    for jj in range(k - NQ + 1, k + 1):
+        b = jj - kmin
+        if b < 0 or b >= ptr.shape[0] - 1:
+            continue
+        q = k - jj
+        for t in range(ptr[b], ptr[b + 1]):
+            p = perm[t]
+            i = p // N
+            g = p - i * N
+            out[g] += w[i, g, q] * coef[i, g]
 
 
 class PeriodicGaussianConvolver:
@@ -175,29 +203,30 @@ class PeriodicGaussianConvolver:
         dw = np.empty((nf, N, NQ))
         _weights(a, self.t_floor, self.inv_logr, j, w, dw)
         kmin, kmax = int(j.min()), int(j.max()) + NQ - 1
+        perm, ptr = _buckets(j, kmin, kmax - kmin + 1)
         nG = scipy.fft.rfftn(n_g, workers=self.workers)
         D = np.zeros((nf, N))
         dD = np.zeros((nf, N))
         for k in range(kmin, kmax + 1):
             Dk = scipy.fft.irfftn(nG * self._filter(k), s=shape, workers=self.workers)
-            _accumulate(k, np.ascontiguousarray(Dk).reshape(-1), j, w, dw, D, dD)
+            _accumulate(k, kmin, np.ascontiguousarray(Dk).reshape(-1), perm, ptr, w, dw, D, dD)
         self.n_convolutions = kmax - kmin + 1
         pref = (np.pi / a) ** 1.5
         G = pref * D
         dG = pref * (dD - 1.5 * D / a)
-        state = (a, pref, j, w, kmin, kmax)
+        state = (a, pref, perm, ptr, w, kmin, kmax)
         return G.reshape((nf,) + shape), dG.reshape((nf,) + shape), state
 
     def adjoint(self, vG_ig, state):
         """dE/dn(r') per unit volume, given dE/dG_i(r) per unit volume."""
-        a, pref, j, w, kmin, kmax = state
+        a, pref, perm, ptr, w, kmin, kmax = state
         nf, N = a.shape
         coef = np.ascontiguousarray(np.asarray(vG_ig, dtype=float).reshape(nf, N) * pref)
         shape = self.N_c
         u = np.empty(N)
         acc = None
         for k in range(kmin, kmax + 1):
-            _gather(k, j, w, coef, u)
+            _gather(k, kmin, perm, ptr, w, coef, u)
             uG = scipy.fft.rfftn(u.reshape(shape), workers=self.workers) * self._filter(k)
             acc = uG if acc is None else acc + uG
         return scipy.fft.irfftn(acc, s=shape, workers=self.workers)

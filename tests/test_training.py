@@ -233,6 +233,12 @@ def test_rbf_evaluator_gradient_and_uniform_gas(rng):
         xm[k] -= h
         assert np.allclose((f(xp)[0] - f(xm)[0]) / (2 * h), d[k], atol=1e-8)
     assert f(np.zeros((5, 1)))[0][0] == 0.0
+    # the BLAS evaluator (chunked) against the direct numba loop
+    f.CHUNK = 7
+    xr = rng.uniform(-1.5, 1.5, (5, 50))
+    fa, da = f(xr)
+    fr, dr = f.reference(xr)
+    assert np.abs(fa - fr).max() < 1e-12 and np.abs(da - dr).max() < 1e-12
     with pytest.raises(ValueError, match="features"):
         f(np.zeros((4, 2)))
 

@@ -8,5 +8,6 @@ except ImportError as err:  # pragma: no cover - exercised only without GPAW
                       "(which builds GPAW against libxc; see the README)") from err
 
 from .xc import CiderKernel, CiderXC, parse_semilocal
+from .calculator import CiderGPAW, restart
 
-__all__ = ["CiderXC", "CiderKernel", "parse_semilocal"]
+__all__ = ["CiderXC", "CiderKernel", "CiderGPAW", "restart", "parse_semilocal"]

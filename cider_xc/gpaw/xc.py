@@ -104,7 +104,7 @@ class CiderKernel:
         dedtau_sg[:] = 0.0
         cx = fn.cider_x
         features = []
-        for s in range(nspins):
+        for s in range(nspins if cx != 0.0 else 0):
             if nspins == 1:
                 n, sig, tau = n_sg[0], sigma_xg[0], tau_sg[0]
             else:
@@ -175,8 +175,12 @@ class CiderXC(MGGA):
     """
 
     def __init__(self, functional=None, exponent_ratio=1.3, stencil=2):
+        import os
+
         import cider_xc
-        if functional is None or isinstance(functional, (str, bytes)) or hasattr(functional, "__fspath__"):
+        self.source = None
+        if functional is None or isinstance(functional, str) or hasattr(functional, "__fspath__"):
+            self.source = None if functional is None else os.fspath(functional)
             functional = cider_xc.load(functional)
         if not isinstance(functional, cider_xc.CiderFunctional):
             raise TypeError(f"CiderXC needs a CiderFunctional (cider_xc.load(...)), "
@@ -190,10 +194,44 @@ class CiderXC(MGGA):
 
     # --- GPAW's XC object contract -------------------------------------
     def todict(self):
-        d = {"name": "CIDER", "type": "CIDER", "functional": self.functional.name,
-             "composition": self.functional.describe(),
-             "exponent_ratio": self.exponent_ratio, "stencil": self.stencil_range}
-        return d
+        fn = self.functional
+        return {"name": "CIDER", "type": "CIDER", "functional": fn.name,
+                "source": self.source or fn.name,
+                "checksum": fn.header.get("checksum", ""),
+                "cider_x": fn.cider_x, "semilocal_xc": fn.semilocal_xc or "",
+                "composition": fn.describe(),
+                "exponent_ratio": self.exponent_ratio, "stencil": self.stencil_range}
+
+    @classmethod
+    def from_dict(cls, d, functional=None):
+        """Rebuild the XC object from :meth:`todict` output (as stored in a
+        .gpw file).  Plain data only: the model is loaded by name/path from
+        the model files and must have the recorded checksum."""
+        import cider_xc
+        if not isinstance(d, dict) or d.get("name") != "CIDER":
+            raise ValueError(f"not a CiderXC description: {d!r}")
+        if functional is None:
+            source = d.get("source") or d.get("functional")
+            try:
+                functional = cider_xc.load(source)
+            except (ValueError, OSError) as err:
+                raise ValueError(
+                    f"the CIDER functional {source!r} recorded in the file cannot be loaded "
+                    f"({err}); pass it explicitly: functional=cider_xc.load(path)") from err
+        want = d.get("checksum")
+        have = functional.header.get("checksum")
+        if want and have and want != have:
+            raise ValueError(
+                f"the CIDER model {functional.name!r} available now differs from the one "
+                f"used for the file (checksum {have} != {want}); pass the original model "
+                "file with functional=cider_xc.load(path)")
+        functional = functional.with_composition(
+            cider_x=float(d.get("cider_x", functional.cider_x)),
+            semilocal_xc=d.get("semilocal_xc", functional.semilocal_xc) or "")
+        obj = cls(functional, exponent_ratio=float(d.get("exponent_ratio", 1.3)),
+                  stencil=int(d.get("stencil", 2)))
+        obj.source = d.get("source")
+        return obj
 
     def get_description(self):
         return (f"CIDER meta-GGA with nonlocal features ({self.functional.describe()}); "
@@ -222,6 +260,13 @@ class CiderXC(MGGA):
     def calculate_impl(self, gd, n_sg, v_sg, e_g):
         import time
         t0 = time.perf_counter()
+        wfs = getattr(self, "wfs", None)
+        if (not self.fixed_ke and wfs is not None
+                and any(kpt.f_n is not None and kpt.psit_nG is None for kpt in wfs.kpt_u)):
+            raise RuntimeError(
+                "CiderXC needs the wave functions for the kinetic-energy density, and this "
+                "calculation has none (a .gpw file written without mode='all'?); "
+                "write restart files with calc.write(path, mode='all') to continue an SCF")
         ctx = _GridContext(gd, self._convolver(gd))
         self.kernel.grid = ctx
         try:

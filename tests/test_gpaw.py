@@ -1,0 +1,202 @@
+"""GPAW plugin: CiderXC in plane-wave PAW calculations.
+
+Small cells, low cutoffs: these tests check the physics and the plumbing,
+not converged numbers (those are in benchmarks/).
+"""
+import numpy as np
+import pytest
+from ase.build import bulk
+
+import cider_xc
+from cider_xc.gpaw import CiderXC, parse_semilocal, restart
+from gpaw import GPAW, PW
+
+ECUT = 200.0
+
+
+def _si(xc, spinpol=False, **kw):
+    atoms = bulk("Si", "diamond", 5.43)
+    params = dict(mode=PW(ECUT), xc=xc, kpts=(2, 2, 2), txt=None,
+                  convergence={"energy": 1e-7, "density": 1e-6}, legacy_gpaw=True)
+    params.update(kw)
+    if spinpol:
+        params.update(spinpol=True)
+        atoms.set_initial_magnetic_moments([0.5, -0.3])
+    atoms.calc = GPAW(**params)
+    return atoms
+
+
+@pytest.fixture(scope="module")
+def si_pbe():
+    atoms = _si("PBE")
+    atoms.get_potential_energy()
+    return atoms
+
+
+@pytest.fixture(scope="module")
+def si_cider():
+    atoms = _si(CiderXC())
+    atoms.get_potential_energy()
+    return atoms
+
+
+def test_cider_term_is_applied(si_pbe, si_cider):
+    """GPAW 26 routes XC objects through its legacy calculator, whose newer
+    sibling would ignore a custom calculate_impl: prove that the SCF energy
+    moves by what the functional predicts.  At the PBE density the energy
+    change is the XC-energy difference (GPAW's get_xc_difference runs our
+    kernel, grid and PAW parts); the self-consistent change differs from it
+    only at second order (variational principle: it can only be lower)."""
+    calc = si_cider.calc
+    xc = calc.hamiltonian.xc
+    assert isinstance(xc, CiderXC)
+    assert xc.timings["calls"] > 0            # the FFT features ran every cycle
+    predicted = si_pbe.calc.get_xc_difference(CiderXC())
+    moved = si_cider.get_potential_energy() - si_pbe.get_potential_energy()
+    assert abs(predicted) > 1.0               # eV: a real, large effect
+    assert moved <= predicted + 1e-4
+    assert abs(moved - predicted) < 0.02 * abs(predicted)
+
+
+def test_nonlocal_features_matter(si_pbe):
+    """The grid part uses the nonlocal features: replacing them by their
+    local approximation changes the energy (so they are not silently
+    skipped), by an amount small against the whole CIDER effect."""
+    xc = CiderXC()
+    full = si_pbe.calc.get_xc_difference(xc)
+    xc_local = CiderXC()
+    xc_local.calculate_impl = lambda gd, n_sg, v_sg, e_g: CiderXC.__mro__[1].calculate_impl(
+        xc_local, gd, n_sg, v_sg, e_g)
+    local = si_pbe.calc.get_xc_difference(xc_local)
+    assert abs(full - local) > 1e-3
+    assert abs(full - local) < 0.5 * abs(full)
+
+
+def test_zero_cider_fraction_is_pbe(si_pbe):
+    fn = cider_xc.load(cider_x=0.0, semilocal_xc="GGA_X_PBE, GGA_C_PBE")
+    atoms = _si(CiderXC(fn))
+    assert abs(atoms.get_potential_energy() - si_pbe.get_potential_energy()) < 2e-5
+
+
+def test_spin_polarised_closed_shell_equals_unpolarised(si_cider):
+    atoms = _si(CiderXC(), spinpol=True)
+    e = atoms.get_potential_energy()
+    assert abs(atoms.calc.get_magnetic_moment()) < 1e-4
+    assert abs(e - si_cider.get_potential_energy()) < 2e-5
+
+
+def _fd(f, h):
+    return (8 * (f(h) - f(-h)) - (f(2 * h) - f(-2 * h))) / (12 * h)
+
+
+@pytest.mark.parametrize("spinpol", [False, True])
+def test_potential_is_energy_derivative(si_cider, spinpol):
+    """v_sg (semilocal + adjoint of the nonlocal features) against a finite
+    difference of E_xc along a fixed density perturbation; the same for the
+    kinetic-energy-density potential and for the PAW corrections."""
+    atoms = si_cider if not spinpol else _si(CiderXC(), spinpol=True, maxiter=6,
+                                             convergence={"energy": 1e-3})
+    if spinpol:
+        try:
+            atoms.get_potential_energy()
+        except Exception:  # not converged after 6 cycles: fine, any density will do
+            pass
+    calc = atoms.calc
+    xc = calc.hamiltonian.xc
+    gd = calc.hamiltonian.finegd
+    n_sg = calc.density.nt_sg.copy()
+    ns = len(n_sg)
+    r = gd.get_grid_point_coordinates()
+    c = gd.cell_cv.sum(0) / 2
+    dn_sg = gd.zeros(ns)
+    for s in range(ns):
+        dn_sg[s] = 0.01 * (s + 1) * np.exp(-0.3 * ((r - c[:, None, None, None] - 0.7 * s) ** 2).sum(0))
+    v_sg = gd.zeros(ns)
+    xc.calculate(gd, n_sg, v_sg)
+    analytic = gd.integrate(v_sg * dn_sg).sum()
+    fd = _fd(lambda h: xc.calculate(gd, n_sg + h * dn_sg), 1e-4)
+    assert abs(analytic - fd) < 1e-6 * abs(fd)
+
+    # tau: E_xc with a fixed kinetic-energy density tau + h dtau
+    wfs = calc.wfs
+    taut_sG = wfs.calculate_kinetic_energy_density().copy()
+    dtau_sG = wfs.gd.zeros(ns)
+    rc = wfs.gd.get_grid_point_coordinates()
+    for s in range(ns):
+        dtau_sG[s] = 0.02 * np.exp(-0.5 * ((rc - c[:, None, None, None] + 0.5 * s) ** 2).sum(0))
+
+    def e_tau(h):
+        xc.fix_kinetic_energy_density(taut_sG + h * dtau_sG)
+        return xc.calculate(gd, n_sg)
+    e_tau(0.0)
+    analytic = sum(wfs.gd.integrate(xc.dedtaut_sG[s] * dtau_sG[s]) for s in range(ns))
+    fd = _fd(e_tau, 1e-4)
+    xc.fixed_ke = False
+    assert abs(analytic - fd) < 1e-6 * abs(fd)
+
+    # PAW on-site correction of atom 0 along a random change of D_sp
+    setup = wfs.setups[0]
+    D_sp = calc.density.D_asp[0].copy()
+    dEdD_sp = np.zeros_like(D_sp)
+    xc.calculate_paw_correction(setup, D_sp, dEdD_sp)
+    dD_sp = np.random.default_rng(5).standard_normal(D_sp.shape) * 0.01
+    analytic = (dEdD_sp * dD_sp).sum()
+    fd = _fd(lambda h: xc.calculate_paw_correction(setup, D_sp + h * dD_sp), 1e-4)
+    assert abs(analytic - fd) < 2e-5 * abs(fd)
+
+
+def test_restart_from_gpw(si_cider, tmp_path):
+    path = tmp_path / "si.gpw"
+    si_cider.calc.write(path, mode="all")
+    # the file is plain data: the XC entry is a dictionary, not an object
+    from ase.io.ulm import Reader
+    with Reader(path) as r:
+        d = r.parameters.xc.asdict() if hasattr(r.parameters.xc, "asdict") else r.parameters.xc
+    assert d["name"] == "CIDER" and d["checksum"].startswith("sha256:")
+    atoms, calc = restart(path)
+    assert isinstance(calc.hamiltonian.xc, CiderXC)
+    e_file = calc.get_potential_energy()
+    assert e_file == pytest.approx(si_cider.get_potential_energy(), abs=1e-10)
+    calc.set(convergence={"energy": 1e-8})          # continue the SCF from the file
+    atoms.calc = calc
+    assert atoms.get_potential_energy() == pytest.approx(e_file, abs=1e-4)
+    # a changed model is refused, naming the problem
+    d["checksum"] = "sha256:" + "0" * 64
+    with pytest.raises(ValueError, match="differs"):
+        CiderXC.from_dict(d)
+
+
+def test_restart_without_wavefunctions_explains(si_cider, tmp_path):
+    path = tmp_path / "si_small.gpw"
+    si_cider.calc.write(path)
+    atoms, calc = restart(path)
+    assert calc.get_potential_energy() == pytest.approx(si_cider.get_potential_energy())
+    calc.set(convergence={"energy": 1e-8})
+    atoms.calc = calc
+    with pytest.raises(RuntimeError, match="mode='all'"):
+        atoms.get_potential_energy()
+
+
+def test_unsupported_modes_and_bad_input():
+    from gpaw import LCAO
+    atoms = _si(CiderXC(), mode=LCAO(), kpts=(1, 1, 1))
+    with pytest.raises(ValueError, match="LCAO|lcao"):
+        atoms.get_potential_energy()
+    with pytest.raises(TypeError, match="CiderFunctional"):
+        CiderXC(42)
+    with pytest.raises(ValueError, match="exact exchange"):
+        parse_semilocal("0.25*HF, 0.75*GGA_X_PBE")
+    assert parse_semilocal("0.75*GGA_X_PBE, GGA_C_PBE") == [(0.75, "GGA_X_PBE"), (1.0, "GGA_C_PBE")]
+    xc = CiderXC()
+    e = np.zeros(4)
+    n = np.array([[0.1, np.nan, 0.2, 0.3]])
+    with pytest.raises(ValueError, match="NaN"):
+        xc.kernel.calculate(e, n, np.zeros_like(n), np.zeros((1, 4)), np.zeros((1, 4)),
+                            np.zeros_like(n), np.zeros_like(n))
+
+
+def test_stress_and_forces_not_silently_wrong(si_cider):
+    with pytest.raises(NotImplementedError, match="stress"):
+        si_cider.calc.get_stress()
+    with pytest.raises(NotImplementedError, match="forces"):
+        si_cider.calc.get_forces()
