@@ -1,12 +1,19 @@
 """Consistency of the GPAW and PySCF plugins: CIDER-minus-PBE atomization energies.
 
 For H2O, CO and N2 (ASE g2 geometries) the atomization energy with the CIDER
-functional minus that with PBE is computed
+functional minus that with PBE is computed at the PBE densities (the
+first-order change E_xc^CIDER[n_PBE] - E_xc^PBE[n_PBE] of every system; the
+self-consistent change differs at second order)
 
 * in GPAW: plane waves, PAW, molecule and atoms in a large cubic box
   (spin-polarised atoms with Hund's-rule moments), CiderXC vs GPAW's PBE
   through the same (legacy) code path;
 * in PySCF: def2-QZVP, grid level 4, density fitting, UKS for the atoms.
+
+Why at the PBE density: GPAW's meta-GGA SCF of isolated atoms in a box with
+CiderXC does not converge reliably (the alpha descriptor of the noisy
+plane-wave pseudo-density tails; see the README), while the comparison of
+the functional itself (same density in, energy out) is what this checks.
 
 The difference of the two codes measures the PAW/plane-wave treatment of the
 nonlocal features (pseudo-density on the grid, local features inside the
@@ -30,7 +37,8 @@ MOLECULES = ["H2O", "CO", "N2"]
 MAGMOM = {"H": 1, "C": 2, "N": 3, "O": 2}
 
 
-def gpaw_energy(symbols, positions, xc_name, ecut, box, log):
+def gpaw_energy(symbols, positions, ecut, box, log):
+    """PBE energy and the CIDER - PBE XC-energy difference at the PBE density (eV)."""
     from ase import Atoms
     from gpaw import GPAW, PW, FermiDirac
     from cider_xc.gpaw import CiderXC
@@ -43,12 +51,13 @@ def gpaw_energy(symbols, positions, xc_name, ecut, box, log):
         kw.update(hund=True, spinpol=True, occupations=FermiDirac(0.0, fixmagmom=True))
     else:
         kw.update(occupations=FermiDirac(0.0))
-    xc = CiderXC() if xc_name == "CIDER" else xc_name
-    atoms.calc = GPAW(xc=xc, **kw)
-    return atoms.get_potential_energy()
+    atoms.calc = GPAW(xc="PBE", **kw)
+    e = atoms.get_potential_energy()
+    return e, atoms.calc.get_xc_difference(CiderXC())
 
 
-def pyscf_energy(symbols, positions, xc_name, basis):
+def pyscf_energy(symbols, positions, basis):
+    """PBE energy and the CIDER - PBE energy difference at the PBE density (Ha)."""
     from pyscf import dft, gto
     import cider_xc
     from cider_xc.pyscf import fallback
@@ -58,11 +67,15 @@ def pyscf_energy(symbols, positions, xc_name, basis):
     mf = (dft.UKS if spin else dft.RKS)(mol).density_fit()
     mf.grids.level = 4
     mf.conv_tol = 1e-9
-    mf.xc = cider_xc.load() if xc_name == "CIDER" else xc_name
+    mf.xc = "PBE"
     e, _ = fallback.kernel(mf)
     if not mf.converged:
-        raise RuntimeError(f"PySCF {xc_name} SCF of {symbols} did not converge")
-    return e
+        raise RuntimeError(f"PySCF PBE SCF of {symbols} did not converge")
+    dm = mf.make_rdm1()
+    mfc = (dft.UKS if spin else dft.RKS)(mol).density_fit()
+    mfc.grids.level = 4
+    mfc.xc = cider_xc.load()
+    return e, mfc.energy_tot(dm) - e
 
 
 def main():
@@ -83,20 +96,21 @@ def main():
     os.makedirs(logdir, exist_ok=True)
     E = {"gpaw": {}, "pyscf": {}}
     for name, (sym, pos) in systems.items():
-        for xc in ("PBE", "CIDER"):
-            t = time.perf_counter()
-            e = gpaw_energy(sym, pos, xc, args.ecut, args.box,
-                            os.path.join(logdir, f"gpaw_{name}_{xc}.txt"))
-            E["gpaw"][f"{name}/{xc}"] = e * EV_TO_KCAL
-            print(f"GPAW  {name:4s} {xc:5s} {e:14.6f} eV   {time.perf_counter() - t:7.1f} s",
-                  flush=True)
-            t = time.perf_counter()
-            e = pyscf_energy(sym, pos, xc, args.basis)
-            E["pyscf"][f"{name}/{xc}"] = e * HARTREE_TO_KCAL
-            print(f"PySCF {name:4s} {xc:5s} {e:14.8f} Ha   {time.perf_counter() - t:7.1f} s",
-                  flush=True)
+        t = time.perf_counter()
+        e, de = gpaw_energy(sym, pos, args.ecut, args.box,
+                            os.path.join(logdir, f"gpaw_{name}_PBE.txt"))
+        E["gpaw"][f"{name}/PBE"] = e * EV_TO_KCAL
+        E["gpaw"][f"{name}/CIDER"] = (e + de) * EV_TO_KCAL
+        print(f"GPAW  {name:4s} PBE {e:14.6f} eV  CIDER-PBE {de:10.6f} eV  "
+              f"{time.perf_counter() - t:7.1f} s", flush=True)
+        t = time.perf_counter()
+        e, de = pyscf_energy(sym, pos, args.basis)
+        E["pyscf"][f"{name}/PBE"] = e * HARTREE_TO_KCAL
+        E["pyscf"][f"{name}/CIDER"] = (e + de) * HARTREE_TO_KCAL
+        print(f"PySCF {name:4s} PBE {e:14.8f} Ha  CIDER-PBE {de:10.6f} Ha  "
+              f"{time.perf_counter() - t:7.1f} s", flush=True)
     rows = []
-    print("\nCIDER - PBE atomization energy (kcal/mol)")
+    print("\nCIDER - PBE atomization energy at the PBE densities (kcal/mol)")
     print(f"{'molecule':8s} {'GPAW':>9s} {'PySCF':>9s} {'diff':>8s}")
     for m, a in mols.items():
         d = {}

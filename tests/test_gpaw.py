@@ -21,9 +21,13 @@ def _si(xc, spinpol=False, **kw):
     params.update(kw)
     if spinpol:
         params.update(spinpol=True)
-        atoms.set_initial_magnetic_moments([0.5, -0.3])
     atoms.calc = GPAW(**params)
     return atoms
+
+
+def _fraction(x):
+    """x CIDER exchange + (1 - x) PBE exchange + PBE correlation."""
+    return cider_xc.load(cider_x=x, semilocal_xc=f"{1 - x}*GGA_X_PBE, GGA_C_PBE")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +50,9 @@ def test_cider_term_is_applied(si_pbe, si_cider):
     moves by what the functional predicts.  At the PBE density the energy
     change is the XC-energy difference (GPAW's get_xc_difference runs our
     kernel, grid and PAW parts); the self-consistent change differs from it
-    only at second order (variational principle: it can only be lower)."""
+    at second order only, and can only be lower (variational principle).
+    With 2% CIDER exchange the second-order part is small; with the shipped
+    25% it is not, but the bound holds."""
     calc = si_cider.calc
     xc = calc.hamiltonian.xc
     assert isinstance(xc, CiderXC)
@@ -55,7 +61,13 @@ def test_cider_term_is_applied(si_pbe, si_cider):
     moved = si_cider.get_potential_energy() - si_pbe.get_potential_energy()
     assert abs(predicted) > 1.0               # eV: a real, large effect
     assert moved <= predicted + 1e-4
-    assert abs(moved - predicted) < 0.02 * abs(predicted)
+    fn = _fraction(0.02)
+    predicted = si_pbe.calc.get_xc_difference(CiderXC(fn))
+    atoms = _si(CiderXC(fn))
+    moved = atoms.get_potential_energy() - si_pbe.get_potential_energy()
+    assert abs(predicted) > 0.1
+    assert moved <= predicted + 1e-4
+    assert abs(moved - predicted) < 0.03 * abs(predicted)
 
 
 def test_nonlocal_features_matter(si_pbe):
@@ -72,17 +84,32 @@ def test_nonlocal_features_matter(si_pbe):
     assert abs(full - local) < 0.5 * abs(full)
 
 
-def test_zero_cider_fraction_is_pbe(si_pbe):
-    fn = cider_xc.load(cider_x=0.0, semilocal_xc="GGA_X_PBE, GGA_C_PBE")
-    atoms = _si(CiderXC(fn))
-    assert abs(atoms.get_potential_energy() - si_pbe.get_potential_energy()) < 2e-5
+def test_zero_cider_fraction_is_libxc_pbe():
+    """With no CIDER exchange the kernel is libxc's PBE through GPAW's
+    meta-GGA machinery: the same energy as GPAW's GGA class with the same
+    libxc kernel.  (GPAW's built-in 'PBE' differs from libxc's by ~5e-4 eV
+    here: other PW92 parameters.)"""
+    from gpaw.xc.gga import GGA
+    from gpaw.xc.libxc import LibXC
+
+    class LibxcPBE(GGA):
+        def get_setup_name(self):
+            return "PBE"
+
+    ref = _si(LibxcPBE(LibXC("GGA_X_PBE+GGA_C_PBE")), kpts=(1, 1, 1))
+    atoms = _si(CiderXC(_fraction(0.0)), kpts=(1, 1, 1))
+    assert abs(atoms.get_potential_energy() - ref.get_potential_energy()) < 2e-5
 
 
-def test_spin_polarised_closed_shell_equals_unpolarised(si_cider):
-    atoms = _si(CiderXC(), spinpol=True)
+def test_spin_polarised_closed_shell_equals_unpolarised():
+    """Exact spin scaling: E[n/2, n/2] computed channel by channel equals
+    the closed-shell evaluation."""
+    ref = _si(CiderXC(), kpts=(1, 1, 1)).get_potential_energy()
+    atoms = _si(CiderXC(), spinpol=True, kpts=(1, 1, 1))
     e = atoms.get_potential_energy()
+    assert len(atoms.calc.density.nt_sg) == 2
     assert abs(atoms.calc.get_magnetic_moment()) < 1e-4
-    assert abs(e - si_cider.get_potential_energy()) < 2e-5
+    assert abs(e - ref) < 2e-5
 
 
 def _fd(f, h):
@@ -94,13 +121,17 @@ def test_potential_is_energy_derivative(si_cider, spinpol):
     """v_sg (semilocal + adjoint of the nonlocal features) against a finite
     difference of E_xc along a fixed density perturbation; the same for the
     kinetic-energy-density potential and for the PAW corrections."""
-    atoms = si_cider if not spinpol else _si(CiderXC(), spinpol=True, maxiter=6,
-                                             convergence={"energy": 1e-3})
+    atoms = si_cider
     if spinpol:
+        atoms = bulk("Si", "diamond", 5.43)
+        atoms.set_initial_magnetic_moments([0.6, 0.2])
+        atoms.calc = GPAW(mode=PW(ECUT), xc=CiderXC(), kpts=(1, 1, 1), txt=None,
+                          spinpol=True, maxiter=4, legacy_gpaw=True)
         try:
             atoms.get_potential_energy()
-        except Exception:  # not converged after 6 cycles: fine, any density will do
+        except Exception:  # not converged after 4 cycles: any (polarised) density will do
             pass
+        assert abs(atoms.calc.density.nt_sg[0] - atoms.calc.density.nt_sg[1]).max() > 1e-4
     calc = atoms.calc
     xc = calc.hamiltonian.xc
     gd = calc.hamiltonian.finegd
