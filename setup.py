@@ -7,7 +7,7 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=["cider_xc", "cider_xc.pyscf", "cider_xc.descriptors",
+    packages=["cider_xc", "cider_xc.pyscf", "cider_xc.gpaw", "cider_xc.descriptors",
               "cider_xc.training", "cider_xc.data"],
     package_dir={"cider_xc.descriptors": "descriptors",
                  "cider_xc.training": "training",
