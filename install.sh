@@ -19,7 +19,8 @@ if ! dpkg -s libxc-dev libopenblas-dev >/dev/null 2>&1; then
         exit 1
     fi
 fi
-# GPAW's C extension builds with g++ here (its sources need C++-compatible complex types)
+# GPAW 26 compiles its C sources as C++17 (-std=c++17, #include <algorithm>):
+# with plain gcc the build fails, so build it with g++
 CC=${CC:-g++} .venv/bin/python -m pip install -e ".[test,train,gpaw]"
 # compile and cache the numba kernels once, so the first run is not slow
 .venv/bin/python -c "import cider_xc, cider_xc.pyscf, cider_xc.gpaw; print('cider-xc', cider_xc.__version__, 'installed; functionals:', cider_xc.available())"
