@@ -125,6 +125,9 @@ class CiderKernel:
             if self.grid is not None:
                 ctx = self.grid
                 a_full = np.stack([ctx.full(a.reshape(shape)) for a in a_i])
+                # padding planes of non-periodic FD grids hold no density; any
+                # positive exponent will do there (they are dropped again)
+                a_full[a_full <= 0.0] = 1.0
                 G, dG, state = ctx.conv.forward(ctx.full(n.reshape(shape)), a_full)
                 G = ctx.local(G).reshape(len(a_i), -1)
                 dG = ctx.local(dG).reshape(len(a_i), -1)
