@@ -24,6 +24,7 @@ pseudo-density.  See the README for the size of this approximation.
 from __future__ import annotations
 
 import re
+import time
 
 import numpy as np
 from gpaw.xc.libxc import LibXC
@@ -90,10 +91,10 @@ class CiderKernel:
         self.onsite = onsite
         self.name = f"CIDER[{functional.name}]"
         self.parts = [(c, LibXC(name)) for c, name in parse_semilocal(functional.semilocal_xc)]
-        if onsite == "pbe" and functional.cider_x != 0.0:
-            self._onsite_pbe = [(functional.cider_x, LibXC("GGA_X_PBE"))]
+        # onsite='pbe': PBE exchange in place of the CIDER fraction on the radial grids
+        self._onsite_pbe = ([(functional.cider_x, LibXC("GGA_X_PBE"))]
+                            if onsite == "pbe" and functional.cider_x != 0.0 else [])
         self.grid = None
-        self.last_features = None
 
     def calculate(self, e_g, n_sg, dedn_sg, sigma_xg=None, dedsigma_xg=None,
                   tau_sg=None, dedtau_sg=None):
@@ -108,7 +109,6 @@ class CiderKernel:
         dedsigma_xg[:] = 0.0
         dedtau_sg[:] = 0.0
         cx = fn.cider_x
-        features = []
         parts = self.parts
         if self.grid is None and self.onsite == "pbe":
             parts = parts + self._onsite_pbe    # PBE exchange instead of CIDER on site
@@ -139,7 +139,6 @@ class CiderKernel:
                 G = n[None, :] * pref
                 res = fn.exchange(n, sig, tau, G, -1.5 * G / a_i, a_derivs)
                 vdirect = (res.vG * pref).sum(axis=0)
-            features.append(G)
             vrho = (res.vrho + vdirect).reshape(shape)
             if nspins == 1:
                 e_g += cx * res.exc.reshape(shape)
@@ -151,7 +150,6 @@ class CiderKernel:
                 dedn_sg[s] += cx * vrho
                 dedsigma_xg[2 * s] += 2.0 * cx * res.vsigma.reshape(shape)
                 dedtau_sg[s] += cx * res.vtau.reshape(shape)
-        self.last_features = features
         for coef, kernel in parts:
             e_p = np.zeros_like(e_g)
             v_p = np.zeros_like(dedn_sg)
@@ -276,7 +274,6 @@ class CiderXC(MGGA):
         return self._conv[1]
 
     def calculate_impl(self, gd, n_sg, v_sg, e_g):
-        import time
         t0 = time.perf_counter()
         wfs = getattr(self, "wfs", None)
         if (not self.fixed_ke and wfs is not None
