@@ -72,6 +72,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _report import write_report  # noqa: E402
+
 import numpy as np
 from ase.build import bulk
 
@@ -462,18 +465,9 @@ def _table(settings, results, total_wall):
 
 def _write(args, settings, results, total_wall, final):
     lines, summary = _table(settings, results, total_wall)
-    out = {"settings": settings, "results": results, "ratios": summary,
-           "total_wall_s": total_wall, "complete": final}
-    prefix = Path(args.out_prefix)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    Path(str(prefix) + ".json").write_text(json.dumps(out, indent=2) + "\n")
-    if final:
-        text = "\n".join(lines) + "\n"
-        Path(str(prefix) + ".txt").write_text(text)
-        print()
-        print(text, end="")
-        sys.stdout.flush()
-
+    write_report(args.out_prefix, {"settings": settings, "results": results, "ratios": summary,
+                                   "total_wall_s": total_wall, "complete": final},
+                 lines, final)
 
 if __name__ == "__main__":
     main()
