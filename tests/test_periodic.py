@@ -107,3 +107,14 @@ def test_bad_input():
         conv.forward(np.ones((8, 8, 8)), np.zeros((1, 8, 8, 8)))
     with pytest.raises(ValueError, match="ratio"):
         PeriodicGaussianConvolver(np.eye(3) * 5, (8, 8, 8), ratio=1.0)
+
+
+def test_uniform_gas_gives_zero_features():
+    """A uniform density: every transformed nonlocal feature is exactly the
+    uniform-gas value 0 (G = n (pi/a)^{3/2}), whatever the exponent."""
+    cell = np.diag([4.0, 5.0, 4.5])
+    N = (10, 12, 11)
+    n = np.full(N, 0.37)
+    a = _exponents(n)
+    G, _, _ = PeriodicGaussianConvolver(cell, N, 1.3).forward(n, a)
+    assert np.abs(_x(G)).max() < 1e-12
