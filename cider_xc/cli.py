@@ -277,8 +277,87 @@ class TrainCommand:
         return path
 
 
+class LabelCommand:
+    """Energies and forces (stress for periodic cells) of every structure of an
+    extxyz trajectory, written as extxyz for ML-potential fitters; resumable."""
+
+    @staticmethod
+    def add_arguments(p):
+        p.add_argument("input", help="extxyz trajectory (every frame is labelled)")
+        p.add_argument("-o", "--output", required=True, help="extxyz file to write")
+        p.add_argument("--code", choices=["auto", "pyscf", "gpaw"], default="auto",
+                       help="auto (default): PySCF for molecules, GPAW for periodic cells")
+        p.add_argument("--xc", default=None,
+                       help="functional: a shipped CIDER name or model file (default: the "
+                            "shipped default), or an xc string of the code, e.g. PBE")
+        g = p.add_argument_group("PySCF (molecules)")
+        g.add_argument("--basis", default="def2-svp")
+        g.add_argument("--grid-level", type=int, default=3)
+        g.add_argument("--density-fit", action="store_true")
+        g.add_argument("--conv-tol", type=float, default=1e-9, help="Hartree")
+        g.add_argument("--grid-response", action="store_true",
+                       help="include the grid response in the forces")
+        g.add_argument("--spin", type=int, default=None,
+                       help="2S (default: from the initial magnetic moments, else 0 or 1 "
+                            "from the electron count); GPAW takes the moments")
+        g = p.add_argument_group("GPAW (periodic cells, plane waves)")
+        g.add_argument("--ecut", type=float, default=500.0, help="plane-wave cutoff, eV")
+        g.add_argument("--kpts", type=int, nargs=3, metavar=("A", "B", "C"), default=None)
+        g.add_argument("--kpt-density", type=float, default=None,
+                       help="k-points per 1/Angstrom (Gamma-centred)")
+        g.add_argument("--smearing", type=float, default=None,
+                       help="Fermi-Dirac width, eV (default: GPAW's)")
+        g = p.add_argument_group("both codes")
+        g.add_argument("--charge", type=int, default=0)
+        g.add_argument("--max-cycle", type=int, default=None,
+                       help="SCF iterations (default: the code's; may change on resume)")
+        g.add_argument("--energy-only", action="store_true", help="no forces or stress")
+        g.add_argument("--min-distance", type=float, default=0.3,
+                       help="Angstrom; structures with closer atoms are recorded as failed")
+        g = p.add_argument_group("run")
+        g.add_argument("--retry-failed", action="store_true",
+                       help="compute again the structures that failed in earlier runs")
+        g.add_argument("--overwrite", action="store_true",
+                       help="discard an existing output and its state file")
+        g.add_argument("--txt", default=None, help="log file for the DFT codes' output")
+        g.add_argument("--progress", choices=["bar", "log", "none"], default="bar")
+
+    @staticmethod
+    def run(args):
+        from cider_xc import label as lb
+        try:
+            settings = lb.LabelSettings(
+                code=args.code, xc=args.xc, basis=args.basis, grid_level=args.grid_level,
+                density_fit=args.density_fit, conv_tol=args.conv_tol,
+                grid_response=args.grid_response, charge=args.charge, spin=args.spin,
+                max_cycle=args.max_cycle, energy_only=args.energy_only,
+                min_distance=args.min_distance, ecut=args.ecut,
+                kpts=tuple(args.kpts) if args.kpts else None, kpt_density=args.kpt_density,
+                smearing=args.smearing)
+            txt = open(args.txt, "a") if args.txt else None
+            try:
+                report = lb.label(args.input, args.output, settings,
+                                  retry_failed=args.retry_failed, overwrite=args.overwrite,
+                                  txt=txt, progress=args.progress)
+            finally:
+                if txt is not None:
+                    txt.close()
+        except lb.LabelError as err:
+            print(f"cider-xc label: error: {err}", file=sys.stderr)
+            raise SystemExit(2)
+        except KeyboardInterrupt:
+            print(f"cider-xc label: interrupted; finished structures are saved in "
+                  f"{args.output}; rerun the same command to resume", file=sys.stderr)
+            raise SystemExit(130)
+        print(lb.summary(report))
+        if report.failed:
+            raise SystemExit(1)
+        return report
+
+
 COMMANDS = {"generate": GenerateCommand, "fit": FitCommand, "evaluate": EvaluateCommand,
-            "train": TrainCommand, "info": InfoCommand, "scf": ScfCommand}
+            "train": TrainCommand, "info": InfoCommand, "scf": ScfCommand,
+            "label": LabelCommand}
 
 
 def main(argv=None):

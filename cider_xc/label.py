@@ -1,0 +1,589 @@
+"""``cider-xc label``: DFT labels for every structure of an extxyz trajectory.
+
+Reads every frame of an extended-XYZ file (``ase.io.read(path, index=":")``,
+so the output of any MD code that ASE reads), computes the energy and forces
+(and the stress of fully periodic cells) with a CIDER functional or any other
+xc, and writes an extxyz file that machine-learned potential fitters read
+directly.
+
+Codes: non-periodic structures run in PySCF (:class:`cider_xc.ase.CiderPySCF`),
+periodic ones in GPAW plane waves with :class:`cider_xc.gpaw.CiderXC`
+(``code="auto"``, the default, picks per structure by ``atoms.pbc``).
+
+Keys written for every structure (units eV, Angstrom):
+
+=====================  ======  ================================================
+key                    where   meaning
+=====================  ======  ================================================
+``energy``             info    total energy; the force-consistent (free) energy
+                               when GPAW smears occupations
+``forces``             arrays  forces, eV/Angstrom
+``stress``             info    stress (fully periodic cells only), eV/Angstrom^3,
+                               ASE convention: ``stress = (1/V) dE/d(strain)``,
+                               positive when the cell wants to shrink; written
+                               as a 3x3 matrix by ASE, read back as ASE's Voigt
+                               vector (xx, yy, zz, yz, xz, xy)
+``REF_energy``         info    same as ``energy``
+``REF_forces``         arrays  same as ``forces``
+``REF_stress``         info    same as ``stress``, as the Voigt 6-vector
+``REF_virials``        info    ``-stress * volume`` (eV), Voigt 6-vector
+``input_index``        info    index of the structure in the input file
+=====================  ======  ================================================
+
+The standard keys are what ``ase.io.read`` turns back into a
+SinglePointCalculator (``atoms.get_potential_energy()``, ``get_forces()``,
+``get_stress()``); NequIP and Allegro take them from there. MACE's default
+keys are ``REF_energy``/``REF_forces``/``REF_stress``/``REF_virials``.
+
+Resumption: results are appended one structure at a time (flushed and
+fsynced), and a sidecar state file ``OUTPUT.state.json`` records the settings,
+the input's checksum, which input structures are done (with their byte range
+in the output) and which failed (with the error).  Rerunning the same command
+skips the done ones; a rerun with different settings is refused.  The output
+lists structures in input order (failed ones are absent): each run processes
+structures in input order, and when a retry (``retry_failed``) appends
+structures out of order, the file is put back in input order at the end of
+the run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+import traceback
+
+import numpy as np
+
+STATE_VERSION = 1
+REF = "REF_"
+
+#: settings that may change between runs on the same output (they change how
+#: hard the solver tries, not what is computed)
+SOLVER_SETTINGS = ("max_cycle",)
+
+
+class LabelError(Exception):
+    """A problem with the input, the output or the settings of a label run
+    (raised before any structure is computed)."""
+
+
+class BadGeometryError(ValueError):
+    """A structure that cannot be computed as given (overlapping atoms, NaN...)."""
+
+
+@dataclasses.dataclass
+class LabelSettings:
+    """What is computed, and how.  Energies in eV, lengths in Angstrom."""
+
+    code: str = "auto"              # "auto" (by pbc), "pyscf" or "gpaw"
+    xc: str | None = None           # None: the shipped default CIDER functional
+    # PySCF
+    basis: str = "def2-svp"
+    grid_level: int = 3
+    density_fit: bool = False
+    conv_tol: float = 1e-9          # Hartree
+    grid_response: bool = False
+    # both codes
+    charge: int = 0
+    spin: int | None = None         # PySCF 2S; GPAW takes spin from the atoms' magmoms
+    max_cycle: int | None = None    # None: each code's default (PySCF 100, GPAW 333)
+    energy_only: bool = False
+    min_distance: float = 0.3       # Angstrom; closer atoms are a bad geometry
+    # GPAW
+    ecut: float = 500.0             # eV
+    kpts: tuple | None = None
+    kpt_density: float | None = None    # k-points per 1/Angstrom
+    smearing: float | None = None   # Fermi-Dirac width, eV (None: GPAW's default)
+
+    def __post_init__(self):
+        if self.code not in ("auto", "pyscf", "gpaw"):
+            raise LabelError(f"unsupported code {self.code!r}: choose auto, pyscf or gpaw")
+        if self.kpts is not None:
+            kpts = tuple(int(k) for k in self.kpts)
+            if len(kpts) != 3 or min(kpts) < 1:
+                raise LabelError(f"kpts must be three positive integers, not {self.kpts}")
+            self.kpts = kpts
+        if self.kpts is not None and self.kpt_density is not None:
+            raise LabelError("give either kpts or kpt_density, not both")
+        if self.ecut <= 0:
+            raise LabelError(f"ecut must be positive (eV), not {self.ecut}")
+
+    def todict(self):
+        d = dataclasses.asdict(self)
+        if d["kpts"] is not None:
+            d["kpts"] = list(d["kpts"])
+        return d
+
+
+@dataclasses.dataclass
+class LabelReport:
+    """What a :func:`label` run did."""
+
+    output: str
+    state_path: str
+    n_structures: int
+    done: list
+    failed: dict                    # index -> {"type", "message", ...}
+    computed: list                  # indices computed (successfully) in this run
+    skipped: int                    # done before this run
+    reordered: bool = False
+
+    @property
+    def ok(self):
+        return not self.failed
+
+
+# ------------------------------------------------------------------ input
+def read_structures(path):
+    """All frames of an extxyz file, with errors that name the problem."""
+    import ase.io
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise LabelError(f"no such input file: {path}")
+    if os.path.isdir(path):
+        raise LabelError(f"input {path} is a directory, not an extxyz file")
+    if os.path.getsize(path) == 0:
+        raise LabelError(f"input {path} is empty")
+    try:
+        frames = ase.io.read(path, index=":", format="extxyz")
+    except Exception as err:
+        raise LabelError(f"cannot read {path} as extended XYZ (extxyz): "
+                         f"{type(err).__name__}: {err}") from None
+    if not frames:
+        raise LabelError(f"input {path} holds no structures")
+    return frames
+
+
+def _sha256(path, nbytes=None):
+    h = hashlib.sha256()
+    left = os.path.getsize(path) if nbytes is None else nbytes
+    with open(path, "rb") as fh:
+        while left > 0:
+            chunk = fh.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def code_for(atoms, code):
+    """The code that computes ``atoms``: ``code``, or by pbc for "auto"."""
+    if code != "auto":
+        return code
+    return "gpaw" if atoms.pbc.any() else "pyscf"
+
+
+def check_geometry(atoms, min_distance, code):
+    """Raise BadGeometryError for structures no code should be given."""
+    from ase.neighborlist import neighbor_list
+    if not np.isfinite(atoms.positions).all():
+        raise BadGeometryError("positions contain NaN or infinity")
+    if code == "gpaw" and atoms.cell.volume < 1e-6:
+        raise BadGeometryError(
+            "GPAW needs a unit cell, and this structure has none; give periodic "
+            "structures a cell, or put a molecule in a box (atoms.center(vacuum=...))")
+    if atoms.pbc.any() and atoms.cell.volume < 1e-6:
+        raise BadGeometryError(f"pbc={atoms.pbc.tolist()} but the cell has no volume")
+    if min_distance and (len(atoms) > 1 or atoms.pbc.any()):
+        i, j, d = neighbor_list("ijd", atoms, float(min_distance))
+        if len(d):
+            k = int(np.argmin(d))
+            a, b = int(i[k]), int(j[k])
+            what = "its own periodic image" if a == b else f"atom {b} ({atoms[b].symbol})"
+            raise BadGeometryError(
+                f"atom {a} ({atoms[a].symbol}) is {d[k]:.3f} Angstrom from {what}, "
+                f"closer than min_distance={min_distance} Angstrom")
+
+
+# ------------------------------------------------------------------ compute
+class Labeller:
+    """Computes the labels of one structure; keeps calculators between
+    structures so consecutive MD frames start from the previous density."""
+
+    def __init__(self, settings, txt=None):
+        from .ase import resolve_xc
+        self.settings = settings
+        self.xc = resolve_xc(settings.xc)
+        self.txt = txt
+        self._pyscf = None
+        self._gpaw = None
+        self._gpaw_atoms = None
+
+    def pyscf_calculator(self):
+        if self._pyscf is None:
+            from .ase import CiderPySCF
+            s = self.settings
+            kw = dict(xc=self.xc, basis=s.basis, charge=s.charge, spin=s.spin,
+                      density_fit=s.density_fit, grid_level=s.grid_level,
+                      conv_tol=s.conv_tol, grid_response=s.grid_response, txt=self.txt)
+            if s.max_cycle is not None:
+                kw["max_cycle"] = s.max_cycle
+            self._pyscf = CiderPySCF(**kw)
+        return self._pyscf
+
+    def gpaw_calculator(self, atoms):
+        """A GPAW calculator; the previous one when only positions changed."""
+        from ase.calculators.calculator import compare_atoms
+        if self._gpaw is not None and set(compare_atoms(self._gpaw_atoms, atoms)) <= {
+                "positions"}:
+            return self._gpaw
+        from gpaw import GPAW, PW
+        from .model import CiderFunctional
+        s = self.settings
+        xc = self.xc
+        if isinstance(xc, CiderFunctional):
+            from .gpaw import CiderXC
+            xc = CiderXC(xc)
+        if s.kpts is not None:
+            kpts = s.kpts
+        elif s.kpt_density is not None:
+            kpts = {"density": s.kpt_density, "gamma": True}
+        else:
+            raise LabelError("periodic structures need k-points: give kpts or kpt_density")
+        kw = dict(mode=PW(s.ecut), xc=xc, kpts=kpts, charge=s.charge,
+                  txt=self.txt, legacy_gpaw=True)
+        if s.smearing is not None:
+            kw["occupations"] = {"name": "fermi-dirac", "width": float(s.smearing)}
+        if s.max_cycle is not None:
+            kw["maxiter"] = int(s.max_cycle)
+        self._gpaw = GPAW(**kw)
+        return self._gpaw
+
+    def drop(self):
+        """Forget the calculators (after a failure, start clean)."""
+        self._gpaw = None
+        self._gpaw_atoms = None
+        if self._pyscf is not None:
+            self._pyscf.reset()
+
+    def compute(self, atoms, code):
+        """{"energy", "forces"[, "stress"]} of ``atoms`` in eV, eV/Angstrom, eV/Angstrom^3."""
+        s = self.settings
+        check_geometry(atoms, s.min_distance, code)
+        atoms = atoms.copy()
+        atoms.calc = None
+        res = {}
+        if code == "pyscf":
+            atoms.calc = self.pyscf_calculator()
+            res["energy"] = float(atoms.get_potential_energy())
+            if not s.energy_only:
+                res["forces"] = np.array(atoms.get_forces())
+        else:
+            calc = self.gpaw_calculator(atoms)
+            atoms.calc = calc
+            self._gpaw_atoms = None          # invalid until this structure succeeds
+            atoms.get_potential_energy()
+            # the free energy: what the forces and the stress are derivatives of
+            res["energy"] = float(calc.get_property("free_energy", atoms))
+            if not s.energy_only:
+                res["forces"] = np.array(atoms.get_forces())
+                if atoms.pbc.all():
+                    res["stress"] = np.array(atoms.get_stress(voigt=True))
+            self._gpaw_atoms = atoms.copy()
+        for k, v in res.items():
+            if not np.all(np.isfinite(v)):
+                raise FloatingPointError(f"the {k} is not finite")
+        return res
+
+
+# ------------------------------------------------------------------ output
+def labelled_frame(atoms, index, res):
+    """extxyz text of ``atoms`` with the labels ``res`` (see the module docstring)."""
+    import ase.io
+    from ase.calculators.calculator import all_properties
+    from ase.calculators.singlepoint import SinglePointCalculator
+    out = atoms.copy()
+    out.calc = None
+    ours = {f"{REF}energy", f"{REF}forces", f"{REF}stress", f"{REF}virials", "input_index"}
+    for k in list(out.info):
+        if k in ours or k in all_properties:
+            del out.info[k]
+    for k in list(out.arrays):
+        if k in ours or k in all_properties:
+            del out.arrays[k]
+    out.info["input_index"] = int(index)
+    out.info[f"{REF}energy"] = res["energy"]
+    if "forces" in res:
+        out.arrays[f"{REF}forces"] = res["forces"]
+    if "stress" in res:
+        out.info[f"{REF}stress"] = res["stress"]
+        out.info[f"{REF}virials"] = -res["stress"] * out.get_volume()
+    out.calc = SinglePointCalculator(out, **res)
+    buf = io.StringIO()
+    ase.io.write(buf, out, format="extxyz")
+    return buf.getvalue().encode("utf-8")
+
+
+# ------------------------------------------------------------------ state
+def state_path_for(output):
+    return os.fspath(output) + ".state.json"
+
+
+def _save_state(path, state):
+    from .io import atomic_path
+    with atomic_path(path, suffix=".json") as tmp:
+        with open(tmp, "w") as fh:
+            json.dump(state, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _physics(settings, xc):
+    from .ase import describe_xc
+    from .model import CiderFunctional
+    d = settings.todict()
+    for k in SOLVER_SETTINGS:
+        d.pop(k)
+    d["xc_resolved"] = describe_xc(xc)
+    d["xc_checksum"] = (xc.header.get("checksum") if isinstance(xc, CiderFunctional)
+                        else None)
+    return d
+
+
+def _load_state(path, output, input_path, physics):
+    try:
+        with open(path) as fh:
+            state = json.load(fh)
+    except (OSError, ValueError) as err:
+        raise LabelError(f"cannot read the state file {path} ({err}); rerun with "
+                         "--overwrite to start again") from None
+    if state.get("version") != STATE_VERSION or "frames" not in state:
+        raise LabelError(f"{path} is not a cider-xc label state file (version "
+                         f"{state.get('version')!r}); rerun with --overwrite to start again")
+    old = state["settings"]
+    diff = {k: (old.get(k), physics.get(k)) for k in sorted(set(old) | set(physics))
+            if old.get(k) != physics.get(k)}
+    if diff:
+        lines = ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in diff.items())
+        raise LabelError(
+            f"{output} was started with other settings ({lines}); refusing to mix "
+            "labels from different settings in one file. Rerun with the original "
+            "settings to resume, choose another output, or pass --overwrite to start again")
+    # the input may have grown (an MD run still appending) but not changed
+    size = os.path.getsize(input_path)
+    if size < state["input_bytes"] or _sha256(input_path, state["input_bytes"]) != \
+            state["input_sha256"]:
+        raise LabelError(
+            f"the input {input_path} changed since {output} was started (its first "
+            f"{state['input_bytes']} bytes no longer match); choose another output or "
+            "pass --overwrite to start again")
+    return state
+
+
+# ------------------------------------------------------------------ driver
+class _Progress:
+    def __init__(self, mode, total, skipped, n_structures):
+        self.mode = mode
+        self.total = total
+        self.count = 0
+        self.t0 = time.perf_counter()
+        self.bar = None
+        if mode == "bar":
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                self.mode = "log"
+            else:
+                self.bar = tqdm(total=total, unit="struct", desc="cider-xc label",
+                                dynamic_ncols=True, file=sys.stderr)
+        if self.mode == "log":
+            print(f"cider-xc label: {n_structures} structures, {skipped} already done, "
+                  f"{total} to compute", file=sys.stderr, flush=True)
+
+    def update(self, index, formula, status):
+        self.count += 1
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"#{index} {formula} {status}", refresh=False)
+            self.bar.update(1)
+        elif self.mode == "log":
+            dt = time.perf_counter() - self.t0
+            eta = dt / self.count * (self.total - self.count)
+            print(f"[{self.count}/{self.total}] structure {index} {formula}: {status} "
+                  f"({dt:.1f} s elapsed, ETA {eta:.1f} s)", file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def label(input_path, output_path, settings=None, *, retry_failed=False, overwrite=False,
+          txt=None, progress="bar", labeller=None):
+    """Label every structure of ``input_path`` into ``output_path``.
+
+    Returns a :class:`LabelReport`; per-structure failures are recorded there
+    and in the state file, and do not stop the run.  ``KeyboardInterrupt``
+    stops it with everything computed so far saved; rerunning resumes.
+    ``labeller`` replaces the :class:`Labeller` (for tests).
+    """
+    settings = settings or LabelSettings()
+    input_path, output_path = os.fspath(input_path), os.fspath(output_path)
+    frames = read_structures(input_path)
+    if os.path.exists(output_path) and os.path.samefile(output_path, input_path):
+        raise LabelError("the output must not be the input file")
+    codes = [code_for(a, settings.code) for a in frames]
+    if settings.code == "pyscf":
+        periodic = [i for i, a in enumerate(frames) if a.pbc.any()]
+        if periodic:
+            raise LabelError(
+                f"--code pyscf handles molecules only, but structures {_short(periodic)} "
+                "are periodic; use --code gpaw or --code auto (GPAW with "
+                "cider_xc.gpaw.CiderXC for periodic cells)")
+    if "gpaw" in codes:
+        if settings.kpts is None and settings.kpt_density is None:
+            raise LabelError(
+                f"structures {_short([i for i, c in enumerate(codes) if c == 'gpaw'])} "
+                "run in GPAW and need k-points: give --kpts A B C or --kpt-density D")
+        try:
+            import gpaw  # noqa: F401
+        except ImportError:
+            raise LabelError("periodic structures need GPAW, which is not installed "
+                             "(pip install 'cider-xc[gpaw]')") from None
+    try:
+        lab = labeller or Labeller(settings, txt=txt)
+    except (ValueError, TypeError) as err:
+        raise LabelError(f"xc {settings.xc!r}: {err}") from None
+    if "pyscf" in codes:
+        from .ase import _check_pyscf_xc
+        try:
+            _check_pyscf_xc(lab.xc)
+        except ValueError as err:
+            raise LabelError(str(err)) from None
+    physics = _physics(settings, lab.xc)
+
+    spath = state_path_for(output_path)
+    if overwrite:
+        for p in (output_path, spath):
+            if os.path.exists(p):
+                os.unlink(p)
+    if os.path.exists(spath):
+        state = _load_state(spath, output_path, input_path, physics)
+        if not os.path.exists(output_path):
+            raise LabelError(f"the state file {spath} exists but the output {output_path} "
+                             "does not; pass --overwrite to start again")
+        size = os.path.getsize(output_path)
+        if size < state["output_bytes"]:
+            raise LabelError(f"{output_path} is shorter ({size} bytes) than its state file "
+                             f"records ({state['output_bytes']}); was it edited? pass "
+                             "--overwrite to start again")
+        if size > state["output_bytes"]:
+            # a structure written but not recorded (killed between the two): drop it
+            with open(output_path, "r+b") as fh:
+                fh.truncate(state["output_bytes"])
+    else:
+        if os.path.exists(output_path):
+            raise LabelError(f"{output_path} exists and has no state file {spath}; not "
+                             "overwriting it (pass --overwrite, or choose another output)")
+        state = {"version": STATE_VERSION, "settings": physics, "frames": {},
+                 "failed": {}, "output_bytes": 0}
+        open(output_path, "wb").close()
+    nbytes = os.path.getsize(input_path)
+    state.update(input=os.path.abspath(input_path), input_bytes=nbytes,
+                 input_sha256=_sha256(input_path, nbytes), n_structures=len(frames),
+                 solver={k: getattr(settings, k) for k in SOLVER_SETTINGS},
+                 cider_xc_version=_version())
+    _save_state(spath, state)
+
+    done = {int(k) for k in state["frames"]}
+    failed = {int(k) for k in state["failed"]}
+    todo = [i for i in range(len(frames))
+            if i not in done and (retry_failed or i not in failed)]
+    skipped = len(done)
+    bar = _Progress(progress, len(todo), skipped, len(frames))
+    computed = []
+    try:
+        with open(output_path, "ab") as out:
+            for i in todo:
+                atoms = frames[i]
+                formula = atoms.get_chemical_formula()
+                try:
+                    res = lab.compute(atoms, codes[i])
+                except Exception as err:   # recorded; the run goes on
+                    lab.drop()
+                    state["failed"][str(i)] = {
+                        "type": type(err).__name__, "message": str(err),
+                        "formula": formula, "code": codes[i],
+                        "traceback": traceback.format_exc()[-4000:]}
+                    _save_state(spath, state)
+                    bar.update(i, formula, f"FAILED ({type(err).__name__})")
+                    continue
+                data = labelled_frame(atoms, i, res)
+                start = state["output_bytes"]
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+                state["frames"][str(i)] = [start, len(data)]
+                state["output_bytes"] = start + len(data)
+                state["failed"].pop(str(i), None)
+                _save_state(spath, state)
+                computed.append(i)
+                bar.update(i, formula, f"E = {res['energy']:.6f} eV")
+    finally:
+        bar.close()
+
+    reordered = False
+    pending = [i for i in range(len(frames))
+               if str(i) not in state["frames"] and str(i) not in state["failed"]]
+    if not pending:
+        reordered = _put_in_order(output_path, spath, state)
+    return LabelReport(output=output_path, state_path=spath, n_structures=len(frames),
+                       done=sorted(int(k) for k in state["frames"]),
+                       failed={int(k): v for k, v in sorted(state["failed"].items(),
+                                                            key=lambda kv: int(kv[0]))},
+                       computed=computed, skipped=skipped, reordered=reordered)
+
+
+def _put_in_order(output_path, spath, state):
+    """Rewrite the output in input order if a retry appended out of order."""
+    from .io import atomic_path
+    items = sorted(((int(k), v) for k, v in state["frames"].items()), key=lambda kv: kv[0])
+    starts = [v[0] for _, v in items]
+    if starts == sorted(starts):
+        return False
+    with open(output_path, "rb") as fh:
+        blob = fh.read()
+    new_frames, pos, parts = {}, 0, []
+    for i, (start, length) in items:
+        parts.append(blob[start:start + length])
+        new_frames[str(i)] = [pos, length]
+        pos += length
+    with atomic_path(output_path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(b"".join(parts))
+            fh.flush()
+            os.fsync(fh.fileno())
+    state["frames"] = new_frames
+    state["output_bytes"] = pos
+    _save_state(spath, state)
+    return True
+
+
+def _short(indices, n=8):
+    s = ", ".join(str(i) for i in indices[:n])
+    return s + (f", ... ({len(indices)} in all)" if len(indices) > n else "")
+
+
+def _version():
+    from . import __version__
+    return __version__
+
+
+def summary(report):
+    """Human-readable end-of-run summary."""
+    lines = [f"cider-xc label: {len(report.done)}/{report.n_structures} structures labelled "
+             f"({len(report.computed)} in this run, {report.skipped} from before) -> "
+             f"{report.output}"]
+    if report.reordered:
+        lines.append("  (retried structures moved back into input order)")
+    if report.failed:
+        lines.append(f"  {len(report.failed)} FAILED (recorded in {report.state_path}; "
+                     "rerun with --retry-failed to try them again):")
+        for i, f in report.failed.items():
+            msg = f["message"].strip().splitlines()[0] if f["message"].strip() else ""
+            lines.append(f"    structure {i} ({f['formula']}, {f['code']}): "
+                         f"{f['type']}: {msg[:300]}")
+    return "\n".join(lines)
