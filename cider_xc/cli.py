@@ -283,6 +283,15 @@ class LabelCommand:
 
     @staticmethod
     def add_arguments(p):
+        p.formatter_class = argparse.RawDescriptionHelpFormatter
+        p.epilog = (
+            "output keys (eV, Angstrom): energy, forces, stress (fully periodic cells;\n"
+            "ASE sign: positive = the cell wants to shrink) as read by ase.io.read and\n"
+            "NequIP/Allegro; the same as REF_energy, REF_forces, REF_stress and\n"
+            "REF_virials = -stress*volume (MACE's default keys); input_index. With GPAW\n"
+            "smearing, energy is the free energy (the one forces and stress derive from).\n"
+            "OUTPUT.state.json records settings, done and failed structures: rerun the\n"
+            "same command to resume; exit code 1 if structures failed, 2 on bad input.")
         p.add_argument("input", help="extxyz trajectory (every frame is labelled)")
         p.add_argument("-o", "--output", required=True, help="extxyz file to write")
         p.add_argument("--code", choices=["auto", "pyscf", "gpaw"], default="auto",

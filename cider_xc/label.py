@@ -465,6 +465,15 @@ def label(input_path, output_path, settings=None, *, retry_failed=False, overwri
         if not os.path.exists(output_path):
             raise LabelError(f"the state file {spath} exists but the output {output_path} "
                              "does not; pass --overwrite to start again")
+    else:
+        if os.path.exists(output_path):
+            raise LabelError(f"{output_path} exists and has no state file {spath}; not "
+                             "overwriting it (pass --overwrite, or choose another output)")
+        state = {"version": STATE_VERSION, "settings": physics, "frames": {},
+                 "failed": {}, "output_bytes": 0}
+    out = open(output_path, "ab")
+    try:
+        _lock(out, output_path)
         size = os.path.getsize(output_path)
         if size < state["output_bytes"]:
             raise LabelError(f"{output_path} is shorter ({size} bytes) than its state file "
@@ -472,15 +481,29 @@ def label(input_path, output_path, settings=None, *, retry_failed=False, overwri
                              "--overwrite to start again")
         if size > state["output_bytes"]:
             # a structure written but not recorded (killed between the two): drop it
-            with open(output_path, "r+b") as fh:
-                fh.truncate(state["output_bytes"])
-    else:
-        if os.path.exists(output_path):
-            raise LabelError(f"{output_path} exists and has no state file {spath}; not "
-                             "overwriting it (pass --overwrite, or choose another output)")
-        state = {"version": STATE_VERSION, "settings": physics, "frames": {},
-                 "failed": {}, "output_bytes": 0}
-        open(output_path, "wb").close()
+            out.truncate(state["output_bytes"])
+        return _run(frames, codes, lab, settings, state, spath, out, input_path,
+                    output_path, retry_failed, progress)
+    finally:
+        out.close()
+
+
+def _lock(fh, path):
+    """One label run per output at a time (POSIX advisory lock, freed on exit)."""
+    try:
+        import fcntl
+    except ImportError:       # pragma: no cover - not POSIX
+        return
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise LabelError(f"another cider-xc label run is writing {path}; wait for it "
+                         "to finish (or stop it) before starting this one") from None
+
+
+def _run(frames, codes, lab, settings, state, spath, out, input_path, output_path,
+         retry_failed, progress):
+    """The loop of :func:`label` over the structures, with the output open and locked."""
     nbytes = os.path.getsize(input_path)
     state.update(input=os.path.abspath(input_path), input_bytes=nbytes,
                  input_sha256=_sha256(input_path, nbytes), n_structures=len(frames),
@@ -496,32 +519,31 @@ def label(input_path, output_path, settings=None, *, retry_failed=False, overwri
     bar = _Progress(progress, len(todo), skipped, len(frames))
     computed = []
     try:
-        with open(output_path, "ab") as out:
-            for i in todo:
-                atoms = frames[i]
-                formula = atoms.get_chemical_formula()
-                try:
-                    res = lab.compute(atoms, codes[i])
-                except Exception as err:   # recorded; the run goes on
-                    lab.drop()
-                    state["failed"][str(i)] = {
-                        "type": type(err).__name__, "message": str(err),
-                        "formula": formula, "code": codes[i],
-                        "traceback": traceback.format_exc()[-4000:]}
-                    _save_state(spath, state)
-                    bar.update(i, formula, f"FAILED ({type(err).__name__})")
-                    continue
-                data = labelled_frame(atoms, i, res)
-                start = state["output_bytes"]
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-                state["frames"][str(i)] = [start, len(data)]
-                state["output_bytes"] = start + len(data)
-                state["failed"].pop(str(i), None)
+        for i in todo:
+            atoms = frames[i]
+            formula = atoms.get_chemical_formula()
+            try:
+                res = lab.compute(atoms, codes[i])
+            except Exception as err:   # recorded; the run goes on
+                lab.drop()
+                state["failed"][str(i)] = {
+                    "type": type(err).__name__, "message": str(err),
+                    "formula": formula, "code": codes[i],
+                    "traceback": traceback.format_exc()[-4000:]}
                 _save_state(spath, state)
-                computed.append(i)
-                bar.update(i, formula, f"E = {res['energy']:.6f} eV")
+                bar.update(i, formula, f"FAILED ({type(err).__name__})")
+                continue
+            data = labelled_frame(atoms, i, res)
+            start = state["output_bytes"]
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+            state["frames"][str(i)] = [start, len(data)]
+            state["output_bytes"] = start + len(data)
+            state["failed"].pop(str(i), None)
+            _save_state(spath, state)
+            computed.append(i)
+            bar.update(i, formula, f"E = {res['energy']:.6f} eV")
     finally:
         bar.close()
 

@@ -363,3 +363,18 @@ def test_molecule_forced_into_gpaw_needs_a_cell(tmp_path):
                       progress="none")
     assert report.failed[0]["type"] == "BadGeometryError"
     assert "GPAW needs a unit cell" in report.failed[0]["message"]
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_one_runs(tmp_path):
+    import fcntl
+    inp = _write(tmp_path / "w.extxyz", _waters(2))
+    out = tmp_path / "o.extxyz"
+    settings = lb.LabelSettings(xc="PBE", basis="sto-3g", grid_level=1)
+    assert lb.label(inp, out, settings, progress="none").ok
+    before = out.read_bytes()
+    with open(out, "ab") as held:                     # what a running label holds
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(lb.LabelError, match="another cider-xc label run is writing"):
+            lb.label(inp, out, settings, progress="none")
+    assert out.read_bytes() == before
+    assert lb.label(inp, out, settings, progress="none").skipped == 2
