@@ -144,6 +144,24 @@ def test_gpaw_path_for_periodic_cells_and_auto_code(tmp_path):
         "failed"] == {}
 
 
+def test_gpaw_with_the_default_cider_functional(tmp_path):
+    """--xc means the same for both codes: the default is CIDER, which GPAW
+    gets as cider_xc.gpaw.CiderXC."""
+    from gpaw import GPAW, PW
+    from cider_xc.gpaw import CiderXC
+    inp = _write(tmp_path / "si.extxyz", [_si(seed=4)])
+    si = _read(inp)[0]
+    out = tmp_path / "si-cider.extxyz"
+    assert _run(inp, "-o", out, "--ecut", "150", "--kpts", 1, 1, 1, "--energy-only",
+                "--progress", "none") == 0
+    ref = si.copy()
+    ref.calc = GPAW(mode=PW(150), xc=CiderXC(), kpts=(1, 1, 1), txt=None, legacy_gpaw=True)
+    ref.get_potential_energy()
+    e = ase.io.read(out).get_potential_energy()
+    assert e == pytest.approx(ref.calc.get_property("free_energy", ref), abs=1e-8)
+    assert isinstance(ref.calc.hamiltonian.xc, CiderXC)
+
+
 class _Interrupt:
     """Labeller.compute that raises KeyboardInterrupt at one input index and
     records what it computes."""
