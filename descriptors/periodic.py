@@ -41,15 +41,19 @@ FLOOR_EXP = 27.6      # exp(-27.6) ~ 1e-12: below b_floor D is the cell average
 
 def reciprocal_g2(cell_cv, N_c):
     """|G|^2 on the half-complex (rfftn) grid of an N_c grid in cell_cv (bohr)."""
+    return (reciprocal_vectors(cell_cv, N_c) ** 2).sum(-1)
+
+
+def reciprocal_vectors(cell_cv, N_c):
+    """G vectors (grid shape of rfftn, 3) of an N_c grid in cell_cv (bohr)."""
     cell_cv = np.asarray(cell_cv, dtype=float)
     N_c = tuple(int(n) for n in N_c)
     rcell = 2.0 * np.pi * np.linalg.inv(cell_cv).T          # rows: b_1, b_2, b_3
     i0 = np.fft.fftfreq(N_c[0], 1.0 / N_c[0])
     i1 = np.fft.fftfreq(N_c[1], 1.0 / N_c[1])
     i2 = np.arange(N_c[2] // 2 + 1, dtype=float)
-    G = (i0[:, None, None, None] * rcell[0] + i1[None, :, None, None] * rcell[1]
-         + i2[None, None, :, None] * rcell[2])
-    return (G ** 2).sum(-1)
+    return (i0[:, None, None, None] * rcell[0] + i1[None, :, None, None] * rcell[1]
+            + i2[None, None, :, None] * rcell[2])
 
 
 NQ = 6      # interpolation stencil: lattice points j-2 .. j+3 for t in [j, j+1)
@@ -179,6 +183,7 @@ class PeriodicGaussianConvolver:
         self.inv_logr = 1.0 / math.log(self.ratio)
         self.t_floor = math.log(self.b_floor / B0) * self.inv_logr
         self.n_convolutions = 0        # of the last call (for logs/benchmarks)
+        self._gv = None                # G vectors, made on the first strain derivative
 
     def exponent(self, k):
         return B0 * self.ratio ** k
@@ -230,6 +235,46 @@ class PeriodicGaussianConvolver:
             uG = scipy.fft.rfftn(u.reshape(shape), workers=self.workers) * self._filter(k)
             acc = uG if acc is None else acc + uG
         return scipy.fft.irfftn(acc, s=shape, workers=self.workers)
+
+    def strain_derivative(self, n_g, vG_ig, state):
+        """sum_r dv vG_i(r) dG_i(r)/d eps_vw for a homogeneous strain eps.
+
+        Under the strain r -> (1 + eps) r with the electrons carried along
+        (n -> n / det), the Fourier coefficients scale by 1/det and the
+        filters exp(-|G|^2 / 4 b_k) change with |G|^2 (b_k and the
+        interpolation weights stay fixed), so
+
+            dG/d eps_vw = (pi/a)^{3/2} sum_k w_k(a) sum_G n(G)
+                          (G_v G_w / (2 b_k) - delta_vw) exp(-G^2/4b_k) e^{iGr}.
+
+        n_g: the density the features were computed from (state of
+        :meth:`forward`); vG_ig: dE/dG_i per unit volume.  Returns (3, 3)."""
+        a, pref, perm, ptr, w, kmin, kmax = state
+        nf, N = a.shape
+        shape = self.N_c
+        if n_g.shape != shape:
+            raise ValueError(f"density grid {n_g.shape} does not match {shape}")
+        coef = np.ascontiguousarray(np.asarray(vG_ig, dtype=float).reshape(nf, N) * pref)
+        if self._gv is None:
+            self._gv = reciprocal_vectors(self.cell_cv, self.N_c)
+            mult = np.full(self.g2.shape, 2.0)   # half-complex grid: +G and -G
+            mult[..., 0] = 1.0
+            if shape[2] % 2 == 0:
+                mult[..., -1] = 1.0
+            self._mult = mult
+        nG = scipy.fft.rfftn(n_g, workers=self.workers)
+        u = np.empty(N)
+        out = np.zeros((3, 3))
+        for k in range(kmin, kmax + 1):
+            _gather(k, kmin, perm, ptr, w, coef, u)
+            uG = scipy.fft.rfftn(u.reshape(shape), workers=self.workers)
+            # sum_r u(r) irfftn(X)(r) = (1/N) sum_G Re[X(G) conj(U(G))]
+            x = self._mult * (nG * np.conj(uG)).real * self._filter(k)
+            out -= np.eye(3) * x.sum()
+            x *= 1.0 / (2.0 * self.exponent(k))
+            gx = self._gv.reshape(-1, 3)
+            out += gx.T @ (gx * x.reshape(-1, 1))
+        return out * (self.dv / N)
 
 
 def periodic_features_reference(n_g, cell_cv, a_ig):

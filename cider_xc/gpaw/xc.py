@@ -128,11 +128,13 @@ class CiderKernel:
                 # padding planes of non-periodic FD grids hold no density; any
                 # positive exponent will do there (they are dropped again)
                 a_full[a_full <= 0.0] = 1.0
-                G, dG, state = ctx.conv.forward(ctx.full(n.reshape(shape)), a_full)
+                n_full = ctx.full(n.reshape(shape))
+                G, dG, state = ctx.conv.forward(n_full, a_full)
                 G = ctx.local(G).reshape(len(a_i), -1)
                 dG = ctx.local(dG).reshape(len(a_i), -1)
                 res = fn.exchange(n, sig, tau, G, dG, a_derivs)
-                ctx.pending.append((s, cx * res.vG, state))
+                # energy of this channel = fac * int vG dG[n_full]: 1/2 for spin
+                ctx.pending.append((s, cx * res.vG, state, n_full, 0.5 if nspins == 2 else 1.0))
                 vdirect = 0.0
             else:
                 pref = (np.pi / a_i) ** 1.5
@@ -288,7 +290,7 @@ class CiderXC(MGGA):
             super().calculate_impl(gd, n_sg, v_sg, e_g)
         finally:
             self.kernel.grid = None
-        for s, vG, state in ctx.pending:
+        for s, vG, state, _, _ in ctx.pending:
             shape = v_sg.shape[1:]
             vG_full = np.stack([ctx.full(v.reshape(shape)) for v in vG])
             v_sg[s] += ctx.local(ctx.conv.adjoint(vG_full, state))
@@ -296,7 +298,33 @@ class CiderXC(MGGA):
         self.timings["calls"] += 1
 
     def stress_tensor_contribution(self, n_sg, skip_sum=False):
-        raise NotImplementedError("the stress tensor of CiderXC is not implemented yet")
+        """dE_xc/d eps (3, 3) of the grid part, not yet divided by the volume.
 
-    def add_forces(self, F_av):
-        raise NotImplementedError("forces with CiderXC are not implemented yet")
+        GPAW's meta-GGA terms (e - n v, sigma and tau terms) with the FFT
+        features held at their strained values, plus the strain derivative
+        of the features themselves (their Gaussian filters change with the
+        reciprocal lattice): see PeriodicGaussianConvolver.strain_derivative.
+        """
+        gd = self.gd
+        ctx = _GridContext(gd, self._convolver(gd))
+        self.kernel.grid = ctx
+        try:
+            stress_vv = super().stress_tensor_contribution(n_sg, skip_sum=True)
+        finally:
+            self.kernel.grid = None
+        shape = n_sg.shape[1:]
+        extra_vv = np.zeros((3, 3))
+        for s, vG, state, n_full, fac in ctx.pending:
+            vG_full = np.stack([ctx.full(v.reshape(shape)) for v in vG])
+            extra_vv += fac * ctx.conv.strain_derivative(n_full, vG_full, state)
+        # every rank holds the full-grid result: add it once before the sum
+        if gd.comm.rank == 0:
+            stress_vv += extra_vv
+        if not skip_sum:
+            gd.comm.sum(stress_vv)
+        return stress_vv
+
+    # forces: the grid energy depends on the atoms only through the density
+    # (pseudo-density incl. pseudo-core, handled by GPAW through the
+    # potential) and the on-site terms (through dH_asp); MGGA.add_forces adds
+    # the pseudo-core kinetic-energy density term.
