@@ -146,20 +146,23 @@ def test_gpaw_path_for_periodic_cells_and_auto_code(tmp_path):
 
 def test_gpaw_with_the_default_cider_functional(tmp_path):
     """--xc means the same for both codes: the default is CIDER, which GPAW
-    gets as cider_xc.gpaw.CiderXC."""
+    gets as cider_xc.gpaw.CiderXC (energy, forces and stress)."""
     from gpaw import GPAW, PW
     from cider_xc.gpaw import CiderXC
     inp = _write(tmp_path / "si.extxyz", [_si(seed=4)])
     si = _read(inp)[0]
     out = tmp_path / "si-cider.extxyz"
-    assert _run(inp, "-o", out, "--ecut", "150", "--kpts", 1, 1, 1, "--energy-only",
-                "--progress", "none") == 0
+    assert _run(inp, "-o", out, "--ecut", "150", "--kpts", 1, 1, 1, "--progress", "none") == 0
     ref = si.copy()
     ref.calc = GPAW(mode=PW(150), xc=CiderXC(), kpts=(1, 1, 1), txt=None, legacy_gpaw=True)
     ref.get_potential_energy()
-    e = ase.io.read(out).get_potential_energy()
-    assert e == pytest.approx(ref.calc.get_property("free_energy", ref), abs=1e-8)
     assert isinstance(ref.calc.hamiltonian.xc, CiderXC)
+    got = ase.io.read(out)
+    assert got.get_potential_energy() == pytest.approx(
+        ref.calc.get_property("free_energy", ref), abs=1e-8)
+    np.testing.assert_allclose(got.get_forces(), ref.get_forces(), atol=1e-7)
+    np.testing.assert_allclose(got.info["REF_stress"], ref.get_stress(), rtol=1e-12)
+    assert np.abs(got.get_forces()).max() > 1e-2
 
 
 class _Interrupt:
