@@ -48,6 +48,24 @@ def _cart_tables(lmax=LMAX):
 CART_LX, CART_LY, CART_LZ, CART_START = _cart_tables()
 
 
+def _cart_derivative_tables(lx, ly, lz, start):
+    """For every monomial k = x^i y^j z^k, the index of the monomial of
+    d/dx, d/dy, d/dz (one degree lower; -1 where the derivative is 0)."""
+    index = {(int(i), int(j), int(k)): n for n, (i, j, k) in enumerate(zip(lx, ly, lz))}
+    d = -np.ones((3, len(lx)), dtype=np.int64)
+    for n, (i, j, k) in enumerate(zip(lx, ly, lz)):
+        if i > 0:
+            d[0, n] = index[(int(i) - 1, int(j), int(k))]
+        if j > 0:
+            d[1, n] = index[(int(i), int(j) - 1, int(k))]
+        if k > 0:
+            d[2, n] = index[(int(i), int(j), int(k) - 1)]
+    return d
+
+
+CART_DIDX = _cart_derivative_tables(CART_LX, CART_LY, CART_LZ, CART_START)
+
+
 def ncart(l):
     return (l + 1) * (l + 2) // 2
 
@@ -141,6 +159,43 @@ class SolidGaussianSet:
                  CART_LX, CART_LY, CART_LZ, CART_START, self.groups, self.group_zmin,
                  self.group_lmax, EXP_CUTOFF, out)
         return self.TT @ out
+
+    def _check_u(self, coords, a, u):
+        coords = np.ascontiguousarray(coords, dtype=float)
+        a = np.ascontiguousarray(a, dtype=float)
+        u = np.ascontiguousarray(u, dtype=float)
+        if a.ndim != 2 or a.shape[1] != len(coords):
+            raise ValueError("a must have shape (nf, N)")
+        if u.shape != a.shape:
+            raise ValueError("u and a must have the same shape")
+        return coords, a, u
+
+    def center_gradient(self, coords, a, u, c):
+        """Derivative of E = sum_{f,g} u[f, g] G_f(r_g) with respect to the
+        centre of every shell, at fixed points, exponents and coefficients.
+
+        coords (N, 3); a, u (nf, N); c (ncoef,).  Returns (nshell, 3): row s
+        is dE/dR_s when shell s alone moves (sum the rows of one atom for
+        the force on the functions it carries)."""
+        coords, a, u = self._check_u(coords, a, u)
+        out = np.zeros((len(self.l), 3))
+        _center_grad(coords, a, u, self.cartesian(c), self.centers, self.l, self.zeta,
+                     self.cart_off, CART_LX, CART_LY, CART_LZ, CART_START, CART_DIDX,
+                     self.groups, self.group_zmin, self.group_lmax, EXP_CUTOFF, out)
+        return out
+
+    def point_gradient(self, coords, a, u, c):
+        """Derivative of the same E with respect to each point r_g (at fixed
+        exponents a and centres): sum_f u[f, g] grad G_f(r_g), shape (N, 3).
+
+        Translation invariance: point_gradient().sum(0) equals
+        -center_gradient().sum(0)."""
+        coords, a, u = self._check_u(coords, a, u)
+        out = np.zeros((len(coords), 3))
+        _point_grad(coords, a, u, self.cartesian(c), self.centers, self.l, self.zeta,
+                    self.cart_off, CART_LX, CART_LY, CART_LZ, CART_START, CART_DIDX,
+                    self.groups, self.group_zmin, self.group_lmax, EXP_CUTOFF, out)
+        return out
 
 
 @numba.njit(cache=True, fastmath=True, error_model="numpy")
@@ -367,3 +422,144 @@ def _adjoint(coords, a, u, centers, ls, zetas, offs, lx, ly, lz, start,
                     o = offs[s]
                     for k in range(start[l + 1] - i0):
                         out[o + k] += w * mono[i0 + k]
+
+
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
+def _poly_grad(coef, o, l, start, lx, ly, lz, didx, mono):
+    """P(d) = sum_k coef[o + k] mono_k and its gradient (from the monomial
+    table of degree <= l)."""
+    i0 = start[l]
+    p = 0.0; gx = 0.0; gy = 0.0; gz = 0.0
+    for k in range(start[l + 1] - i0):
+        ck = coef[o + k]
+        if ck == 0.0:
+            continue
+        m = i0 + k
+        p += ck * mono[m]
+        if lx[m] > 0:
+            gx += ck * lx[m] * mono[didx[0, m]]
+        if ly[m] > 0:
+            gy += ck * ly[m] * mono[didx[1, m]]
+        if lz[m] > 0:
+            gz += ck * lz[m] * mono[didx[2, m]]
+    return p, gx, gy, gz
+
+
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
+def _shell_weights(a, u, g, z, l, d2, cutoff):
+    """W0 = sum_f u K_f / P and W1 = sum_f u 2 beta_f K_f / P at point g, so
+    that sum_f u[f, g] grad_d K_f = W0 grad P - W1 d P."""
+    w0 = 0.0; w1 = 0.0
+    for f in range(a.shape[0]):
+        uf = u[f, g]
+        if uf == 0.0:
+            continue
+        af = a[f, g]
+        za = z + af
+        beta = z * af / za
+        arg = beta * d2
+        if arg > cutoff:
+            continue
+        v = uf * _prefactor(af, za, l) * math.exp(-arg)
+        w0 += v
+        w1 += 2.0 * beta * v
+    return w0, w1
+
+
+@numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
+def _center_grad(coords, a, u, coef, centers, ls, zetas, offs, lx, ly, lz, start, didx,
+                 grp, grp_zmin, grp_lmax, cutoff, out):
+    """out[s] += d/dR_s sum_{f,g} u[f, g] K_s(r_g - R_s; a[f, g]) =
+    -sum u grad_d K_s; parallel over centre groups (disjoint outputs)."""
+    N = coords.shape[0]
+    nblk = (N + BLOCK - 1) // BLOCK
+    ngrp = grp.shape[0] - 1
+    nmono = start[LMAX + 1]
+    bsph = np.empty((nblk, 5))
+    for b in range(nblk):
+        p0 = b * BLOCK
+        p1 = min(N, p0 + BLOCK)
+        cx, cy, cz, rad = _block_sphere(coords, p0, p1)
+        bsph[b, 0] = cx; bsph[b, 1] = cy; bsph[b, 2] = cz
+        bsph[b, 3] = rad; bsph[b, 4] = _block_amin(a, p0, p1)
+    scratch = np.empty((ngrp, 3, LMAX + 1))
+    monos = np.empty((ngrp, nmono))
+    for ig in numba.prange(ngrp):
+        px = scratch[ig, 0]; py = scratch[ig, 1]; pz = scratch[ig, 2]
+        mono = monos[ig]
+        zmin = grp_zmin[ig]
+        R = centers[grp[ig]]
+        for b in range(nblk):
+            amin = bsph[b, 4]
+            if _shell_far(bsph[b, 0], bsph[b, 1], bsph[b, 2], bsph[b, 3], R,
+                          zmin * amin / (zmin + amin), cutoff):
+                continue
+            p0 = b * BLOCK
+            p1 = min(N, p0 + BLOCK)
+            for g in range(p0, p1):
+                dx = coords[g, 0] - R[0]
+                dy = coords[g, 1] - R[1]
+                dz = coords[g, 2] - R[2]
+                d2 = dx * dx + dy * dy + dz * dz
+                if _point_far(a, g, zmin, d2, cutoff):
+                    continue
+                have_mono = False
+                for s in range(grp[ig], grp[ig + 1]):
+                    w0, w1 = _shell_weights(a, u, g, zetas[s], ls[s], d2, cutoff)
+                    if w0 == 0.0 and w1 == 0.0:
+                        continue
+                    if not have_mono:
+                        _monomials(dx, dy, dz, grp_lmax[ig], lx, ly, lz, start,
+                                   px, py, pz, mono)
+                        have_mono = True
+                    p, gx, gy, gz = _poly_grad(coef, offs[s], ls[s], start, lx, ly, lz,
+                                               didx, mono)
+                    out[s, 0] -= w0 * gx - w1 * dx * p
+                    out[s, 1] -= w0 * gy - w1 * dy * p
+                    out[s, 2] -= w0 * gz - w1 * dz * p
+
+
+@numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
+def _point_grad(coords, a, u, coef, centers, ls, zetas, offs, lx, ly, lz, start, didx,
+                grp, grp_zmin, grp_lmax, cutoff, out):
+    """out[g] += sum_{f,s} u[f, g] grad_r K_s(r_g - R_s; a[f, g]); parallel
+    over point blocks (disjoint outputs)."""
+    N = coords.shape[0]
+    nblk = (N + BLOCK - 1) // BLOCK
+    ngrp = grp.shape[0] - 1
+    nmono = start[LMAX + 1]
+    scratch = np.empty((nblk, 3, LMAX + 1))
+    monos = np.empty((nblk, nmono))
+    for b in numba.prange(nblk):
+        p0 = b * BLOCK
+        p1 = min(N, p0 + BLOCK)
+        px = scratch[b, 0]; py = scratch[b, 1]; pz = scratch[b, 2]
+        mono = monos[b]
+        cx, cy, cz, rad = _block_sphere(coords, p0, p1)
+        amin = _block_amin(a, p0, p1)
+        for ig in range(ngrp):
+            zmin = grp_zmin[ig]
+            R = centers[grp[ig]]
+            if _shell_far(cx, cy, cz, rad, R, zmin * amin / (zmin + amin), cutoff):
+                continue
+            for g in range(p0, p1):
+                dx = coords[g, 0] - R[0]
+                dy = coords[g, 1] - R[1]
+                dz = coords[g, 2] - R[2]
+                d2 = dx * dx + dy * dy + dz * dz
+                if _point_far(a, g, zmin, d2, cutoff):
+                    continue
+                have_mono = False
+                for s in range(grp[ig], grp[ig + 1]):
+                    w0, w1 = _shell_weights(a, u, g, zetas[s], ls[s], d2, cutoff)
+                    if w0 == 0.0 and w1 == 0.0:
+                        continue
+                    if not have_mono:
+                        _monomials(dx, dy, dz, grp_lmax[ig], lx, ly, lz, start,
+                                   px, py, pz, mono)
+                        have_mono = True
+                    p, gx, gy, gz = _poly_grad(coef, offs[s], ls[s], start, lx, ly, lz,
+                                               didx, mono)
+                    out[g, 0] += w0 * gx - w1 * dx * p
+                    out[g, 1] += w0 * gy - w1 * dy * p
+                    out[g, 2] += w0 * gz - w1 * dz * p

@@ -65,6 +65,9 @@ class DensityProjector:
         w, u = scipy.linalg.eigh(j2c)
         keep = w > METRIC_CUTOFF * w.max()
         self.n_dropped = int((~keep).sum())
+        # the full (ascending) eigendecomposition, for the gradient of J^+
+        self.metric_eigenvalues = w
+        self.metric_eigenvectors = u
         self._u = u[:, keep]
         self._winv = 1.0 / w[keep]
         # (naux, nao_pair) three-centre Coulomb integrals, packed lower triangle

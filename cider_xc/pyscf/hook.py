@@ -13,6 +13,10 @@ density-fitted variants):
   :class:`~cider_xc.pyscf.numint.CiderNumInt` wrapping the stock one, and
   when ``xc`` is a string again it returns the stock NumInt unchanged.
 
+The first assignment of a CIDER functional also wraps ``get_veff`` and
+``extra_force`` of PySCF's KS gradient classes (:mod:`.grad`); the wrappers
+call the original methods unchanged unless ``mf.xc`` is a CIDER functional.
+
 With a string ``xc`` nothing else changes: PySCF runs its own code on its
 own NumInt object, so energies are bit-identical to a run without cider-xc.
 ``uninstall()`` removes both descriptors.
@@ -34,6 +38,8 @@ class _XcAttribute:
     def __set__(self, obj, value):
         if isinstance(value, CiderFunctional):
             check_supported(obj)
+            from . import grad
+            grad.install()      # nuclear gradients (see cider_xc.pyscf.grad)
         obj.__dict__["xc"] = value
 
     def __delete__(self, obj):
@@ -99,6 +105,8 @@ def install():
 
 def uninstall():
     from pyscf.dft import rks
+    from . import grad
+    grad.uninstall()
     cls = rks.KohnShamDFT
     for name, kind in (("xc", _XcAttribute), ("_numint", _NumIntAttribute)):
         if isinstance(cls.__dict__.get(name), kind):

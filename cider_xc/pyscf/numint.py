@@ -6,9 +6,10 @@ density-fitting coefficients (analytic Gaussian convolution), the model, and
 the potential in PySCF's meta-GGA layout.  The nonlocal adjoint collects
 dE/dc over all blocks and becomes a Coulomb-like matrix at the end.
 
-Everything a CIDER functional cannot do yet (response kernels for TDDFT,
-stability analysis and Hessians; nuclear gradients) raises
-``NotImplementedError`` instead of returning a wrong number.
+Nuclear gradients are in :mod:`cider_xc.pyscf.grad`.  Everything a CIDER
+functional cannot do yet (response kernels for TDDFT, stability analysis,
+CPHF and Hessians) raises ``NotImplementedError`` instead of returning a
+wrong number.
 """
 from __future__ import annotations
 
@@ -27,10 +28,11 @@ from .dfaux import DensityProjector, geometry_key
 NEGATIVE_DENSITY_TOL = 1e-8
 
 UNSUPPORTED = (
-    "cider_xc: {what} is not implemented for CIDER functionals yet (only "
-    "energies and self-consistent potentials are); nuclear gradients, TDDFT, "
-    "CPHF/stability analysis and Hessians need derivatives that are not "
-    "available. Use a semilocal or hybrid functional string for these.")
+    "cider_xc: {what} is not implemented for CIDER functionals yet (energies, "
+    "self-consistent potentials and analytic nuclear gradients of RKS/UKS/ROKS "
+    "are); TDDFT, CPHF/stability analysis and Hessians need the second "
+    "functional derivative, which is not available. Use a semilocal or hybrid "
+    "functional string for these.")
 
 
 class _LibxcShim:
@@ -167,7 +169,9 @@ class CiderNumInt(numint.NumInt):
                     spin=None):
         if self._is_cider(xc_code):
             raise NotImplementedError(UNSUPPORTED.format(
-                what="pointwise evaluation (eval_xc_eff), used by gradients and response"))
+                what="pointwise evaluation (eval_xc_eff), used by response "
+                     "properties and Hessians (the features are nonlocal; nuclear "
+                     "gradients go through cider_xc.pyscf.grad)"))
         return super().eval_xc_eff(xc_code, rho, deriv, omega, xctype, verbose, spin)
 
     def eval_xc(self, xc_code, rho, spin=0, relativity=0, deriv=1, omega=None,
