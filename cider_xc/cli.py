@@ -304,8 +304,9 @@ class LabelCommand:
         g.add_argument("--grid-level", type=int, default=3)
         g.add_argument("--density-fit", action="store_true")
         g.add_argument("--conv-tol", type=float, default=1e-9, help="Hartree")
-        g.add_argument("--grid-response", action="store_true",
-                       help="include the grid response in the forces")
+        g.add_argument("--no-grid-response", dest="grid_response", action="store_false",
+                       help="leave the grid response out of the forces (faster; the "
+                            "forces are then not the exact derivative of the energy)")
         g.add_argument("--spin", type=int, default=None,
                        help="2S (default: from the initial magnetic moments, else 0 or 1 "
                             "from the electron count); GPAW takes the moments")

@@ -86,7 +86,7 @@ class LabelSettings:
     grid_level: int = 3
     density_fit: bool = False
     conv_tol: float = 1e-9          # Hartree
-    grid_response: bool = False
+    grid_response: bool = True      # forces = exact derivative of the energy
     # both codes
     charge: int = 0
     spin: int | None = None         # PySCF 2S; GPAW takes spin from the atoms' magmoms

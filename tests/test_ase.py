@@ -62,7 +62,8 @@ def test_energy_and_forces_are_pyscf_in_ev_and_angstrom():
     e_ha, mf = _direct(atoms, "PBE")
     assert e == pytest.approx(e_ha * Hartree, abs=1e-7)
     assert atoms.calc.get_property("free_energy", atoms) == e
-    grad = mf.nuc_grad_method().kernel()
+    # the default includes the grid response
+    grad = mf.nuc_grad_method().set(grid_response=True).kernel()
     np.testing.assert_allclose(f, -grad * Hartree / Bohr, atol=1e-6)
     assert isinstance(atoms.calc.mf.mol.atom, list) and atoms.calc.mf.mol.unit == "Bohr"
     np.testing.assert_allclose(atoms.calc.mf.mol.atom_coords() * Bohr, atoms.positions,
@@ -87,6 +88,29 @@ def test_pbe_forces_match_finite_differences_of_the_energy():
     atoms.calc.set(grid_response=False)
     f_nogrid = atoms.get_forces()
     assert 1e-4 < np.abs(f_nogrid - fd).max() < 1e-2
+
+
+def test_cider_forces_match_finite_differences_of_the_energy():
+    """The shipped default functional: analytic CIDER gradients (with the grid
+    response, the default) are the derivative of the calculator's energy, on a
+    coarse grid where leaving the grid response out is visibly wrong."""
+    atoms = _water()
+    atoms.calc = CiderPySCF(basis="sto-3g", grid_level=1, conv_tol=1e-11)
+    assert isinstance(atoms.calc.xc, CiderFunctional)
+    f = atoms.get_forces()
+    # one component per atom and direction (FD of all nine costs 18 CIDER SCFs)
+    comps = [(0, 2), (1, 0), (1, 1), (2, 2)]
+    h = 1e-3
+    for i, k in comps:
+        fd = -(atoms.calc.get_potential_energy(_shift(atoms, i, k, h))
+               - atoms.calc.get_potential_energy(_shift(atoms, i, k, -h))) / (2 * h)
+        assert abs(f[i, k]) > 1e-2
+        assert f[i, k] == pytest.approx(fd, abs=1e-4), (i, k)
+    np.testing.assert_allclose(f.sum(axis=0), 0.0, atol=1e-4)
+    e_pbe_calc = CiderPySCF(xc="PBE", basis="sto-3g", grid_level=1, conv_tol=1e-11)
+    assert np.abs(e_pbe_calc.get_forces(atoms) - f).max() > 1e-2     # not PBE's forces
+    atoms.calc.set(grid_response=False)
+    assert np.abs(atoms.get_forces() - f).max() > 0.1               # grid level 1
 
 
 def test_open_shell_and_uhf_forces_match_finite_differences():

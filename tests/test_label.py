@@ -15,6 +15,7 @@ from ase.build import bulk, molecule
 from cider_xc import label as lb
 from cider_xc.ase import CiderPySCF
 from cider_xc.cli import main
+from cider_xc.model import CiderFunctional
 
 #: SCF converged tightly, so that labels and direct runs (which start from
 #: different guesses) agree to 1e-8 eV
@@ -89,22 +90,34 @@ def test_labels_are_the_calculator_results(tmp_path):
     assert state["output_bytes"] == os.path.getsize(out)
 
 
-def test_default_functional_energy_only(tmp_path):
-    """The default xc is the shipped CIDER functional."""
+def test_default_functional_is_cider_with_forces(tmp_path):
+    """The default xc is the shipped CIDER functional, forces included."""
     inp = _write(tmp_path / "md.extxyz", _waters(2))
     frames = _read(inp)
     out = tmp_path / "cider.extxyz"
-    assert _run(inp, "-o", out, "--basis", "sto-3g", "--grid-level", "2", "--energy-only",
+    assert _run(inp, "-o", out, "--basis", "sto-3g", "--grid-level", "2",
                 "--conv-tol", TOL, "--progress", "none") == 0
     got = ase.io.read(out, index=":")
+    calc = CiderPySCF(basis="sto-3g", grid_level=2, conv_tol=TOL)
     for a, b in zip(frames, got):
-        c = a.copy()
-        c.calc = CiderPySCF(basis="sto-3g", grid_level=2, conv_tol=TOL)
-        assert b.get_potential_energy() == pytest.approx(c.get_potential_energy(), abs=1e-8)
-        assert "forces" not in b.calc.results and "REF_forces" not in b.arrays
+        a.calc = calc
+        assert b.get_potential_energy() == pytest.approx(a.get_potential_energy(), abs=1e-8)
+        np.testing.assert_allclose(b.get_forces(), a.get_forces(), atol=1e-7)
+    assert isinstance(calc.xc, CiderFunctional)
     state = json.loads((tmp_path / "cider.extxyz.state.json").read_text())
     assert state["settings"]["xc_resolved"].startswith("0.25*CIDER_X[cider-pbe0]")
     assert state["settings"]["xc_checksum"].startswith("sha256:")
+    assert state["settings"]["grid_response"] is True
+
+
+def test_energy_only(tmp_path):
+    inp = _write(tmp_path / "md.extxyz", _waters(1))
+    out = tmp_path / "e.extxyz"
+    assert _run(inp, "-o", out, *PYSCF, "--energy-only") == 0
+    b = ase.io.read(out)
+    e, _ = _direct(_read(inp)[0], **DIRECT)
+    assert b.get_potential_energy() == pytest.approx(e, abs=1e-8)
+    assert "forces" not in b.calc.results and "REF_forces" not in b.arrays
 
 
 def _si(seed=0):
