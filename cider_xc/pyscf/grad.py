@@ -208,8 +208,7 @@ def _fit_forces(mol, proj, dms, v, max_memory):
         ip1 = df.incore.aux_e2(mol, auxmol, "int3c2e_ip1", aosym="s1", comp=3,
                                shls_slice=sl)                  # (3, nao, nao, nP)
         ip1 = ip1.reshape(3, nao, nao, p1 - p0)
-        for s in range(nspin):
-            vR[s] += np.dot(ip1, u[s, p0:p1])
+        vR += np.dot(ip1, u[:, p0:p1].T).transpose(3, 0, 1, 2)
         ip1 = None
         ip2 = df.incore.aux_e2(mol, auxmol, "int3c2e_ip2", aosym="s2ij", comp=3,
                                shls_slice=sl)                  # (3, npair, nP)
@@ -311,11 +310,13 @@ def get_vxc(ni, mol, grids, fn, dms, grid_response=False, max_memory=2000,
     t1 = log.timer("CIDER gradient: grid terms", *t0)
 
     aux_force = _atom_sum(natm, shl_atom, shell_force)
-    mem = max(500, max_memory - lib.current_memory()[0])
-    vR, fit_force = _fit_forces(mol, proj, dm_sets, dE_dc, mem)
-    aux_force += fit_force
-    log.timer("CIDER gradient: fit terms", *t1)
-    vxc = -vmat + vR
+    vxc = -vmat
+    if fn.cider_x != 0.0:
+        mem = max(500, max_memory - lib.current_memory()[0])
+        vR, fit_force = _fit_forces(mol, proj, dm_sets, dE_dc, mem)
+        aux_force += fit_force
+        vxc += vR
+        log.timer("CIDER gradient: fit terms", *t1)
     if restricted:
         vxc = vxc[0]
     return exc1, vxc, aux_force, excsum
