@@ -96,10 +96,11 @@ def main(argv=None):
     # warm up numba kernels (cached compilation) outside the timings
     warm = gto.M(atom=MOLECULES["H2O"], basis="sto-3g", verbose=0)
     run(warm, fn, df, (False, True))
+    threads = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+               "NUMBA_NUM_THREADS": os.environ.get("NUMBA_NUM_THREADS"),
+               "lib.num_threads": lib.num_threads()}
     payload = {"functional": fn.describe(), "basis": args.basis, "density_fit": df,
-               "grid_level": 3, "threads": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-                                            "NUMBA_NUM_THREADS": os.environ.get("NUMBA_NUM_THREADS"),
-                                            "lib.num_threads": lib.num_threads()},
+               "grid_level": 3, "threads": threads,
                "machine": platform.processor() or platform.machine(), "results": {}}
     lines = [f"CIDER functional: {fn.describe()}",
              f"basis {args.basis}, grid level 3, RKS, density fitting: {df}, "

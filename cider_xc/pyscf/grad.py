@@ -25,7 +25,9 @@ so a nuclear displacement changes it through
     (:meth:`SolidGaussianSet.point_gradient`).
 
 The semilocal remainder (``fn.semilocal_xc``) enters the per-point potential
-exactly as in :meth:`CiderNumInt._nr_cider`.
+exactly as in :meth:`CiderNumInt._nr_cider`; a VV10 term set through
+``mf.nlc`` uses PySCF's own gradient code.  Hessians and response properties
+stay unsupported (see :mod:`.numint`).
 
 :func:`install` wraps ``get_veff`` and ``extra_force`` of PySCF's KS gradient
 classes: with a string ``xc`` the original methods run unchanged; with a
@@ -304,8 +306,9 @@ def get_vxc(ni, mol, grids, fn, dms, grid_response=False, max_memory=2000,
                 features_adjoint(coords, feats, pf)
                 ao = None
             vmat += vtmp
-            # points of this atom move with it: the AOs and the features see
-            # r_g - R shift; d/dR_atm of phi(r_g) is +grad phi
+            # the points of this atom's grid move with it: d/dR_atm of an AO
+            # value phi(r_g) is +grad phi(r_g), and of G(r_g) at fixed
+            # centres the point gradient (pf)
             exc1[atm_id] += 2.0 * np.einsum("sxij,sji->x", vtmp, dm_sets) + pf
     t1 = log.timer("CIDER gradient: grid terms", *t0)
 
