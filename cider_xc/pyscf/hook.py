@@ -93,20 +93,43 @@ def check_supported(mf):
             ".density_fit())")
 
 
+def _wrap_density_fit(orig):
+    """PySCF's density_fit picks the auxiliary basis from ``mf.xc`` through
+    libxc's string parser, which cannot read a CIDER functional.  A CIDER
+    functional has no exact exchange, so it gets the basis PySCF picks for a
+    pure (non-hybrid) functional."""
+    def density_fit(mf, auxbasis=None, with_df=None, only_dfj=False):
+        xc = getattr(mf, "__dict__", {}).get("xc")
+        if (isinstance(xc, CiderFunctional) and auxbasis is None and with_df is None
+                and isinstance(mf.mol.basis, str)):
+            from pyscf.df.addons import predefined_auxbasis
+            auxbasis = predefined_auxbasis(mf.mol, mf.mol.basis, "PBE")
+        return orig(mf, auxbasis, with_df, only_dfj)
+    density_fit._cider_orig = orig
+    density_fit.__doc__ = orig.__doc__
+    return density_fit
+
+
 def install():
     """Install the descriptors (idempotent)."""
+    from pyscf.df import df_jk
     from pyscf.dft import rks
     cls = rks.KohnShamDFT
     if not isinstance(cls.__dict__.get("xc"), _XcAttribute):
         cls.xc = _XcAttribute()
     if not isinstance(cls.__dict__.get("_numint"), _NumIntAttribute):
         cls._numint = _NumIntAttribute()
+    if not hasattr(df_jk.density_fit, "_cider_orig"):
+        df_jk.density_fit = _wrap_density_fit(df_jk.density_fit)
 
 
 def uninstall():
+    from pyscf.df import df_jk
     from pyscf.dft import rks
     from . import grad
     grad.uninstall()
+    if hasattr(df_jk.density_fit, "_cider_orig"):
+        df_jk.density_fit = df_jk.density_fit._cider_orig
     cls = rks.KohnShamDFT
     for name, kind in (("xc", _XcAttribute), ("_numint", _NumIntAttribute)):
         if isinstance(cls.__dict__.get(name), kind):
