@@ -37,6 +37,7 @@ import scipy.fft
 
 B0 = 1.0              # lattice anchor: b_k = B0 * ratio**k, k integer
 FLOOR_EXP = 27.6      # exp(-27.6) ~ 1e-12: below b_floor D is the cell average
+FILTER_CACHE_BYTES = 256 * 2 ** 20   # Gaussian filters kept between calls, per convolver
 
 
 def reciprocal_g2(cell_cv, N_c):
@@ -184,12 +185,18 @@ class PeriodicGaussianConvolver:
         self.t_floor = math.log(self.b_floor / B0) * self.inv_logr
         self.n_convolutions = 0        # of the last call (for logs/benchmarks)
         self._gv = None                # G vectors, made on the first strain derivative
+        self._filters = {}             # k -> exp(-G^2 / 4 b_k), up to FILTER_CACHE_BYTES
 
     def exponent(self, k):
         return B0 * self.ratio ** k
 
     def _filter(self, k):
-        return np.exp(-self.g2 / (4.0 * self.exponent(k)))
+        f = self._filters.get(k)
+        if f is None:
+            f = np.exp(-self.g2 / (4.0 * self.exponent(k)))
+            if (len(self._filters) + 1) * f.nbytes <= FILTER_CACHE_BYTES:
+                self._filters[k] = f
+        return f
 
     def forward(self, n_g, a_ig):
         """G_i(r), dG_i/da_i(r) for density n_g (grid shape) and exponents a_ig.
