@@ -45,6 +45,7 @@ from pyscf.grad import rks as rks_grad
 from pyscf.lib import logger
 
 from ..model import CiderFunctional
+from .numint import block_terms
 
 #: points per chunk of an atomic grid in the grid-response path
 GRID_CHUNK = 4096
@@ -60,54 +61,6 @@ def _check_supported(ks_grad):
         raise NotImplementedError(
             "cider_xc: nuclear gradients with X2C are not implemented for CIDER "
             "functionals")
-
-
-# ---------------------------------------------------------------------------
-# per-point terms (the same arithmetic as CiderNumInt._nr_cider)
-# ---------------------------------------------------------------------------
-def _block_terms(fn, stock, rhos, weight, coords, gset, coefs):
-    """Energy density, weighted potential and feature adjoints of one block.
-
-    rhos (nspin, 5, N) of the spin densities (nspin = 1: total density).
-    Returns e (N,) energy per volume, wv (nspin, 5, N) = w dE/d(n, grad n,
-    tau) per spin, and per spin (a, uG) with uG = dE/dG (weights included)
-    for the features built from coefs[s] (None when there is no CIDER part).
-    """
-    nspin, _, ngb = rhos.shape
-    spin_fac = 2.0 if nspin == 2 else 1.0
-    e_fac = 0.5 if nspin == 2 else 1.0
-    cx = fn.cider_x
-    e = np.zeros(ngb)
-    wv = np.zeros((nspin, 5, ngb))
-    feats = [None] * nspin
-    for s in range(nspin):
-        if cx == 0.0:
-            continue
-        r2 = spin_fac * rhos[s]
-        n, grad, tau = r2[0], r2[1:4], r2[4]
-        sigma = np.einsum("xg,xg->g", grad, grad)
-        a, a_derivs = fn.chain.exponents(n, sigma, tau)
-        G, dG_da = gset.convolve(coords, a, coefs[s])
-        res = fn.exchange(n, sigma, tau, G, dG_da, a_derivs)
-        e += cx * e_fac * res.exc
-        wv[s, 0] += cx * weight * res.vrho
-        wv[s, 1:4] += cx * 2.0 * weight * res.vsigma * grad
-        wv[s, 4] += cx * weight * res.vtau
-        feats[s] = (a, cx * e_fac * weight * res.vG)
-    sl_code = fn.semilocal_xc
-    if sl_code:
-        sl_type = stock._xc_type(sl_code)
-        rho_sl = rhos[0] if nspin == 1 else rhos
-        if sl_type == "LDA":
-            rho_sl = rho_sl[..., 0, :]
-        elif sl_type == "GGA":
-            rho_sl = rho_sl[..., :4, :]
-        exc, vxc = stock.eval_xc_eff(sl_code, rho_sl, deriv=1, xctype=sl_type,
-                                     spin=nspin - 1)[:2]
-        e += rhos[:, 0].sum(axis=0) * exc
-        vxc = np.asarray(vxc).reshape(nspin, -1, ngb)
-        wv[:, :vxc.shape[1]] += weight * vxc
-    return e, wv, feats
 
 
 def _pulay(vmat, mol, ao, wv, mask, ao_loc):
@@ -281,7 +234,7 @@ def get_vxc(ni, mol, grids, fn, dms, grid_response=False, max_memory=2000,
         for ao, mask, weight, coords in ni.block_loop(mol, grids, nao, 2,
                                                       max_memory=max_memory):
             rhos = np.array([make_rho(s, ao[:4], mask, "MGGA") for s in range(nspin)])
-            e, wv, feats = _block_terms(fn, stock, rhos, weight, coords, gset, coefs)
+            e, wv, feats = block_terms(fn, stock, rhos, weight, coords, gset, coefs)
             excsum += np.dot(weight, e)
             for s in range(nspin):
                 _pulay(vmat[s], mol, ao, wv[s], mask, ao_loc)
@@ -298,7 +251,7 @@ def get_vxc(ni, mol, grids, fn, dms, grid_response=False, max_memory=2000,
                 mask = gen_grid.make_mask(mol, coords)
                 ao = ni.eval_ao(mol, coords, deriv=2, non0tab=mask, cutoff=grids.cutoff)
                 rhos = np.array([make_rho(s, ao[:4], mask, "MGGA") for s in range(nspin)])
-                e, wv, feats = _block_terms(fn, stock, rhos, weight, coords, gset, coefs)
+                e, wv, feats = block_terms(fn, stock, rhos, weight, coords, gset, coefs)
                 excsum += np.dot(weight, e)
                 exc1 += np.einsum("r,nxr->nx", e, weight1_a[:, :, p0:p1])
                 for s in range(nspin):

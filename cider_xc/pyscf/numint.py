@@ -270,12 +270,8 @@ class CiderNumInt(numint.NumInt):
         proj = self.projector(mol)
         gset = proj.gaussians
         spin_fac = 2.0 if nspin == 2 else 1.0      # closed-shell density 2 n_sigma
-        e_fac = 0.5 if nspin == 2 else 1.0         # E_x = 1/2 sum_sigma E_x[2 n_sigma]
         coefs = [spin_fac * proj.coefficients(dm) for dm in dms]
         make_rho = [self._gen_rho_evaluator(mol, dm, hermi, False, grids)[0] for dm in dms]
-        stock = self._stock
-        sl_code = fn.semilocal_xc
-        sl_type = stock._xc_type(sl_code) if sl_code else None
         cx = fn.cider_x
 
         ao_loc = mol.ao_loc_nr()
@@ -287,47 +283,22 @@ class CiderNumInt(numint.NumInt):
         vmat = np.zeros((nspin, nao, nao))
         v1 = np.zeros((nspin, nao, nao))
         dE_dc = np.zeros((nspin, proj.naux))
-        t_desc = t_pot = t_sl = 0.0
+        times = {"descriptors": 0.0, "semilocal": 0.0}
+        t_pot = 0.0
         aow = None
         for ao, mask, weight, coords in self.block_loop(mol, grids, nao, 1,
                                                         max_memory=max_memory):
             rhos = np.array([mr(0, ao, mask, "MGGA") for mr in make_rho])  # (nspin,5,N)
             _check_density(rhos)
-            ngb = weight.size
-            wv = np.zeros((nspin, 5, ngb))
-            for s in range(nspin):
-                nelec[s] += np.dot(weight, rhos[s, 0])
-                if cx == 0.0:
-                    continue
-                r2 = spin_fac * rhos[s]
-                t0 = logger.perf_counter()
-                n, grad, tau = r2[0], r2[1:4], r2[4]
-                sigma = np.einsum("xg,xg->g", grad, grad)
-                a, a_derivs = fn.chain.exponents(n, sigma, tau)
-                G, dG_da = gset.convolve(coords, a, coefs[s])
-                res = fn.exchange(n, sigma, tau, G, dG_da, a_derivs)
-                t1 = logger.perf_counter()
-                t_desc += t1 - t0
-                excsum += cx * e_fac * np.dot(weight, res.exc)
-                wv[s, 0] += cx * weight * res.vrho
-                wv[s, 1:4] += cx * 2.0 * weight * res.vsigma * grad
-                wv[s, 4] += cx * weight * res.vtau
-                dE_dc[s] += cx * gset.convolve_adjoint(coords, a, res.vG * weight)
-                t_pot += logger.perf_counter() - t1
-            if sl_code:
-                t0 = logger.perf_counter()
-                rho_sl = rhos[0] if nspin == 1 else rhos
-                if sl_type == "LDA":
-                    rho_sl = rho_sl[..., 0, :]
-                elif sl_type == "GGA":
-                    rho_sl = rho_sl[..., :4, :]
-                exc, vxc = stock.eval_xc_eff(sl_code, rho_sl, deriv=1, xctype=sl_type,
-                                             spin=nspin - 1)[:2]
-                den = rhos[:, 0].sum(axis=0) * weight
-                excsum += np.dot(den, exc)
-                vxc = np.asarray(vxc).reshape(nspin, -1, ngb)
-                wv[:, :vxc.shape[1]] += weight * vxc
-                t_sl += logger.perf_counter() - t0
+            nelec += rhos[:, 0] @ weight
+            e, wv, feats = block_terms(fn, self._stock, rhos, weight, coords, gset, coefs,
+                                       times)
+            excsum += np.dot(weight, e)
+            t0 = logger.perf_counter()
+            for s, f in enumerate(feats):
+                if f is not None:      # dE/dc_s = spin_fac dE/dc' (c' = spin_fac c_s)
+                    dE_dc[s] += spin_fac * gset.convolve_adjoint(coords, *f)
+            t_pot += logger.perf_counter() - t0
             for s in range(nspin):
                 w = wv[s]
                 w[0] *= 0.5   # for v + v.T
@@ -345,13 +316,67 @@ class CiderNumInt(numint.NumInt):
         tim = self._cache.setdefault("timings", {"calls": 0, "descriptors": 0.0,
                                                  "potential": 0.0, "semilocal": 0.0})
         tim["calls"] += 1
-        tim["descriptors"] += t_desc
+        tim["descriptors"] += times["descriptors"]
         tim["potential"] += t_pot
-        tim["semilocal"] += t_sl
+        tim["semilocal"] += times["semilocal"]
         log.info("CIDER %s: E_xc = %.12g; descriptors %.3f s, nonlocal potential "
-                 "%.3f s, semilocal part %.3f s", fn.name, excsum, t_desc, t_pot, t_sl)
+                 "%.3f s, semilocal part %.3f s", fn.name, excsum, times["descriptors"],
+                 t_pot, times["semilocal"])
         log.timer("CIDER nr_%s" % ("rks" if nspin == 1 else "uks"), *t_start)
         return nelec, excsum, vmat
+
+
+def block_terms(fn, stock, rhos, weight, coords, gset, coefs, timings=None):
+    """Energy density, weighted potential and feature adjoints of one block:
+    the per-point arithmetic of a CIDER functional, shared by the SCF
+    (:meth:`CiderNumInt._nr_cider`) and the nuclear gradients.
+
+    rhos (nspin, 5, N) of the spin densities (nspin = 1: total density);
+    coefs[s] the fit coefficients of the closed-shell density 2 n_s (n for
+    nspin = 1).  Returns e (N,) energy per volume, wv (nspin, 5, N) = w dE/d(n,
+    grad n, tau) per spin, and per spin (a, uG) with uG = dE/dG (weights
+    included) for the features built from coefs[s] (None when there is no
+    CIDER part).  timings: optional dict; its "descriptors" and "semilocal"
+    entries get the wall time of the two parts added.
+    """
+    nspin, _, ngb = rhos.shape
+    spin_fac = 2.0 if nspin == 2 else 1.0      # closed-shell density 2 n_sigma
+    e_fac = 0.5 if nspin == 2 else 1.0         # E_x = 1/2 sum_sigma E_x[2 n_sigma]
+    cx = fn.cider_x
+    e = np.zeros(ngb)
+    wv = np.zeros((nspin, 5, ngb))
+    feats = [None] * nspin
+    t0 = logger.perf_counter()
+    for s in range(nspin if cx != 0.0 else 0):
+        r2 = spin_fac * rhos[s]
+        n, grad, tau = r2[0], r2[1:4], r2[4]
+        sigma = np.einsum("xg,xg->g", grad, grad)
+        a, a_derivs = fn.chain.exponents(n, sigma, tau)
+        G, dG_da = gset.convolve(coords, a, coefs[s])
+        res = fn.exchange(n, sigma, tau, G, dG_da, a_derivs)
+        e += cx * e_fac * res.exc
+        wv[s, 0] += cx * weight * res.vrho
+        wv[s, 1:4] += cx * 2.0 * weight * res.vsigma * grad
+        wv[s, 4] += cx * weight * res.vtau
+        feats[s] = (a, cx * e_fac * weight * res.vG)
+    t1 = logger.perf_counter()
+    sl_code = fn.semilocal_xc
+    if sl_code:
+        sl_type = stock._xc_type(sl_code)
+        rho_sl = rhos[0] if nspin == 1 else rhos
+        if sl_type == "LDA":
+            rho_sl = rho_sl[..., 0, :]
+        elif sl_type == "GGA":
+            rho_sl = rho_sl[..., :4, :]
+        exc, vxc = stock.eval_xc_eff(sl_code, rho_sl, deriv=1, xctype=sl_type,
+                                     spin=nspin - 1)[:2]
+        e += rhos[:, 0].sum(axis=0) * exc
+        vxc = np.asarray(vxc).reshape(nspin, -1, ngb)
+        wv[:, :vxc.shape[1]] += weight * vxc
+    if timings is not None:
+        timings["descriptors"] += t1 - t0
+        timings["semilocal"] += logger.perf_counter() - t1
+    return e, wv, feats
 
 
 def _check_density(rhos):
