@@ -272,6 +272,22 @@ def _block_amin(a, p0, p1):
 
 
 @numba.njit(cache=True, fastmath=True, error_model="numpy")
+def _block_table(coords, a):
+    """Per point block: bounding-sphere centre (3), radius and the smallest
+    exponent, (nblk, 5), for the screening of the centre-parallel kernels."""
+    N = coords.shape[0]
+    nblk = (N + BLOCK - 1) // BLOCK
+    bsph = np.empty((nblk, 5))
+    for b in range(nblk):
+        p0 = b * BLOCK
+        p1 = min(N, p0 + BLOCK)
+        cx, cy, cz, rad = _block_sphere(coords, p0, p1)
+        bsph[b, 0] = cx; bsph[b, 1] = cy; bsph[b, 2] = cz
+        bsph[b, 3] = rad; bsph[b, 4] = _block_amin(a, p0, p1)
+    return bsph
+
+
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
 def _point_far(a, g, zmin, d2, cutoff):
     """True if even the most diffuse shell of a group is negligible at point g."""
     ag = a[0, g]
@@ -370,13 +386,7 @@ def _adjoint(coords, a, u, centers, ls, zetas, offs, lx, ly, lz, start,
     nblk = (N + BLOCK - 1) // BLOCK
     ngrp = grp.shape[0] - 1
     nmono = start[LMAX + 1]
-    bsph = np.empty((nblk, 5))
-    for b in range(nblk):
-        p0 = b * BLOCK
-        p1 = min(N, p0 + BLOCK)
-        cx, cy, cz, rad = _block_sphere(coords, p0, p1)
-        bsph[b, 0] = cx; bsph[b, 1] = cy; bsph[b, 2] = cz
-        bsph[b, 3] = rad; bsph[b, 4] = _block_amin(a, p0, p1)
+    bsph = _block_table(coords, a)
     # scratch allocated outside the parallel loop (numba may hoist allocations
     # out of a prange body and share them between threads)
     scratch = np.empty((ngrp, 3, LMAX + 1))
@@ -475,13 +485,7 @@ def _center_grad(coords, a, u, coef, centers, ls, zetas, offs, lx, ly, lz, start
     nblk = (N + BLOCK - 1) // BLOCK
     ngrp = grp.shape[0] - 1
     nmono = start[LMAX + 1]
-    bsph = np.empty((nblk, 5))
-    for b in range(nblk):
-        p0 = b * BLOCK
-        p1 = min(N, p0 + BLOCK)
-        cx, cy, cz, rad = _block_sphere(coords, p0, p1)
-        bsph[b, 0] = cx; bsph[b, 1] = cy; bsph[b, 2] = cz
-        bsph[b, 3] = rad; bsph[b, 4] = _block_amin(a, p0, p1)
+    bsph = _block_table(coords, a)
     scratch = np.empty((ngrp, 3, LMAX + 1))
     monos = np.empty((ngrp, nmono))
     for ig in numba.prange(ngrp):
