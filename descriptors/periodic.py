@@ -229,19 +229,24 @@ class PeriodicGaussianConvolver:
         state = (a, pref, perm, ptr, w, kmin, kmax)
         return G.reshape((nf,) + shape), dG.reshape((nf,) + shape), state
 
-    def adjoint(self, vG_ig, state):
-        """dE/dn(r') per unit volume, given dE/dG_i(r) per unit volume."""
+    def _source_spectra(self, vG_ig, state):
+        """(k, U_k) for every lattice exponent: U_k = rfftn of the convolution
+        source sum_i vG_i (pi/a_i)^{3/2} w_ik(r) (adjoint and strain terms)."""
         a, pref, perm, ptr, w, kmin, kmax = state
         nf, N = a.shape
         coef = np.ascontiguousarray(np.asarray(vG_ig, dtype=float).reshape(nf, N) * pref)
-        shape = self.N_c
         u = np.empty(N)
-        acc = None
         for k in range(kmin, kmax + 1):
             _gather(k, kmin, perm, ptr, w, coef, u)
-            uG = scipy.fft.rfftn(u.reshape(shape), workers=self.workers) * self._filter(k)
+            yield k, scipy.fft.rfftn(u.reshape(self.N_c), workers=self.workers)
+
+    def adjoint(self, vG_ig, state):
+        """dE/dn(r') per unit volume, given dE/dG_i(r) per unit volume."""
+        acc = None
+        for k, uG in self._source_spectra(vG_ig, state):
+            uG *= self._filter(k)
             acc = uG if acc is None else acc + uG
-        return scipy.fft.irfftn(acc, s=shape, workers=self.workers)
+        return scipy.fft.irfftn(acc, s=self.N_c, workers=self.workers)
 
     def strain_derivative(self, n_g, vG_ig, state):
         """sum_r dv vG_i(r) dG_i(r)/d eps_vw for a homogeneous strain eps.
@@ -256,12 +261,9 @@ class PeriodicGaussianConvolver:
 
         n_g: the density the features were computed from (state of
         :meth:`forward`); vG_ig: dE/dG_i per unit volume.  Returns (3, 3)."""
-        a, pref, perm, ptr, w, kmin, kmax = state
-        nf, N = a.shape
         shape = self.N_c
         if n_g.shape != shape:
             raise ValueError(f"density grid {n_g.shape} does not match {shape}")
-        coef = np.ascontiguousarray(np.asarray(vG_ig, dtype=float).reshape(nf, N) * pref)
         if self._gv is None:
             self._gv = reciprocal_vectors(self.cell_cv, self.N_c)
             mult = np.full(self.g2.shape, 2.0)   # half-complex grid: +G and -G
@@ -270,18 +272,15 @@ class PeriodicGaussianConvolver:
                 mult[..., -1] = 1.0
             self._mult = mult
         nG = scipy.fft.rfftn(n_g, workers=self.workers)
-        u = np.empty(N)
+        gx = self._gv.reshape(-1, 3)
         out = np.zeros((3, 3))
-        for k in range(kmin, kmax + 1):
-            _gather(k, kmin, perm, ptr, w, coef, u)
-            uG = scipy.fft.rfftn(u.reshape(shape), workers=self.workers)
+        for k, uG in self._source_spectra(vG_ig, state):
             # sum_r u(r) irfftn(X)(r) = (1/N) sum_G Re[X(G) conj(U(G))]
             x = self._mult * (nG * np.conj(uG)).real * self._filter(k)
             out -= np.eye(3) * x.sum()
             x *= 1.0 / (2.0 * self.exponent(k))
-            gx = self._gv.reshape(-1, 3)
             out += gx.T @ (gx * x.reshape(-1, 1))
-        return out * (self.dv / N)
+        return out * (self.dv / n_g.size)
 
 
 def periodic_features_reference(n_g, cell_cv, a_ig):

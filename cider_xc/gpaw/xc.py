@@ -69,6 +69,10 @@ class _GridContext:
         glob = self.gd.collect(x_g, broadcast=True)
         return self.gd.zero_pad(glob)
 
+    def full_stack(self, x_ig, shape):
+        """Full grids (nf,) + N_c of per-feature local arrays x_ig (nf, npoints)."""
+        return np.stack([self.full(x.reshape(shape)) for x in x_ig])
+
     def local(self, X):
         b, e = self.gd.beg_c, self.gd.end_c
         return X[..., b[0]:e[0], b[1]:e[1], b[2]:e[2]]
@@ -124,7 +128,7 @@ class CiderKernel:
             a_i, a_derivs = fn.chain.exponents(n, sig, tau)
             if self.grid is not None:
                 ctx = self.grid
-                a_full = np.stack([ctx.full(a.reshape(shape)) for a in a_i])
+                a_full = ctx.full_stack(a_i, shape)
                 # padding planes of non-periodic FD grids hold no density; any
                 # positive exponent will do there (they are dropped again)
                 a_full[a_full <= 0.0] = 1.0
@@ -292,7 +296,7 @@ class CiderXC(MGGA):
             self.kernel.grid = None
         for s, vG, state, _, _ in ctx.pending:
             shape = v_sg.shape[1:]
-            vG_full = np.stack([ctx.full(v.reshape(shape)) for v in vG])
+            vG_full = ctx.full_stack(vG, shape)
             v_sg[s] += ctx.local(ctx.conv.adjoint(vG_full, state))
         self.timings["features"] += time.perf_counter() - t0
         self.timings["calls"] += 1
@@ -315,7 +319,7 @@ class CiderXC(MGGA):
         shape = n_sg.shape[1:]
         extra_vv = np.zeros((3, 3))
         for s, vG, state, n_full, fac in ctx.pending:
-            vG_full = np.stack([ctx.full(v.reshape(shape)) for v in vG])
+            vG_full = ctx.full_stack(vG, shape)
             extra_vv += fac * ctx.conv.strain_derivative(n_full, vG_full, state)
         # every rank holds the full-grid result: add it once before the sum
         if gd.comm.rank == 0:
