@@ -158,6 +158,110 @@ def _gather(k, kmin, perm, ptr, w, coef, out):
             out[g] += w[i, g, q] * coef[i, g]
 
 
+# --- features at off-grid points (PAW radial grids) -------------------------
+# D_k is band-limited on the grid; it is evaluated at arbitrary points by
+# periodic tricubic Lagrange interpolation in grid-index coordinates (any
+# cell shape).  One position serves several entries (exponents), e.g. the
+# all-electron and pseudo on-site densities and every feature.
+
+@numba.njit(cache=True)
+def _lagrange4(t, w):
+    """Cubic Lagrange weights of nodes -1, 0, 1, 2 at t in [0, 1)."""
+    w[0] = -t * (t - 1.0) * (t - 2.0) / 6.0
+    w[1] = (t + 1.0) * (t - 1.0) * (t - 2.0) / 2.0
+    w[2] = -(t + 1.0) * t * (t - 2.0) / 2.0
+    w[3] = (t + 1.0) * t * (t - 1.0) / 6.0
+
+
+@numba.njit(cache=True)
+def _interp_point(D, x0, x1, x2, wx, wy, wz):
+    n0, n1, n2 = D.shape
+    i0 = math.floor(x0)
+    i1 = math.floor(x1)
+    i2 = math.floor(x2)
+    _lagrange4(x0 - i0, wx)
+    _lagrange4(x1 - i1, wy)
+    _lagrange4(x2 - i2, wz)
+    val = 0.0
+    for a in range(4):
+        ia = (i0 - 1 + a) % n0
+        for b in range(4):
+            ib = (i1 - 1 + b) % n1
+            wab = wx[a] * wy[b]
+            for c in range(4):
+                val += wab * wz[c] * D[ia, ib, (i2 - 1 + c) % n2]
+    return val
+
+
+@numba.njit(parallel=True, cache=True)
+def _accumulate_points(k, D, xp, kp, j, w, dw, val, dval):
+    """Add D_k interpolated at point p to every entry e of p whose stencil
+    contains k.  kp[p] = (first, last) lattice index any entry of p needs."""
+    M, E = j.shape
+    for p in numba.prange(M):
+        if k < kp[p, 0] or k > kp[p, 1]:
+            continue
+        wx = np.empty(4)
+        wy = np.empty(4)
+        wz = np.empty(4)
+        v = _interp_point(D, xp[p, 0], xp[p, 1], xp[p, 2], wx, wy, wz)
+        for e in range(E):
+            q = k - j[p, e]
+            if 0 <= q < NQ:
+                val[p, e] += w[p, e, q] * v
+                dval[p, e] += dw[p, e, q] * v
+
+
+@numba.njit(cache=True)
+def _scatter_points(k, xp, kp, j, w, coef, out):
+    """Transpose of _accumulate_points: out += sum_e coef[p,e] w_pek L_p."""
+    M, E = j.shape
+    n0, n1, n2 = out.shape
+    wx = np.empty(4)
+    wy = np.empty(4)
+    wz = np.empty(4)
+    for p in range(M):
+        if k < kp[p, 0] or k > kp[p, 1]:
+            continue
+        s = 0.0
+        for e in range(E):
+            q = k - j[p, e]
+            if 0 <= q < NQ:
+                s += w[p, e, q] * coef[p, e]
+        if s == 0.0:
+            continue
+        i0 = math.floor(xp[p, 0])
+        i1 = math.floor(xp[p, 1])
+        i2 = math.floor(xp[p, 2])
+        _lagrange4(xp[p, 0] - i0, wx)
+        _lagrange4(xp[p, 1] - i1, wy)
+        _lagrange4(xp[p, 2] - i2, wz)
+        for a in range(4):
+            ia = (i0 - 1 + a) % n0
+            for b in range(4):
+                ib = (i1 - 1 + b) % n1
+                wab = s * wx[a] * wy[b]
+                for c in range(4):
+                    out[ia, ib, (i2 - 1 + c) % n2] += wab * wz[c]
+
+
+class PointSet:
+    """Off-grid points for :meth:`PeriodicGaussianConvolver.forward`.
+
+    xp : (M, 3) positions in grid-index coordinates (fractional * N_c)
+    a_pe : (M, E) exponents of the E entries of every point
+    """
+
+    def __init__(self, xp, a_pe):
+        self.xp = np.ascontiguousarray(xp, dtype=float)
+        self.a = np.ascontiguousarray(a_pe, dtype=float)
+        if self.xp.ndim != 2 or self.xp.shape[1] != 3 or self.a.ndim != 2 \
+                or len(self.a) != len(self.xp):
+            raise ValueError("PointSet needs positions (M, 3) and exponents (M, E)")
+        if not np.all(self.a > 0):
+            raise ValueError("nonlocal exponents must be positive")
+
+
 class PeriodicGaussianConvolver:
     """Features G_i of a periodic density on one uniform grid.
 
@@ -198,11 +302,14 @@ class PeriodicGaussianConvolver:
                 self._filters[k] = f
         return f
 
-    def forward(self, n_g, a_ig):
+    def forward(self, n_g, a_ig, points=None):
         """G_i(r), dG_i/da_i(r) for density n_g (grid shape) and exponents a_ig.
 
         a_ig: (nf,) + grid shape.  Returns G, dG_da of the same shape and a
-        state object for :meth:`adjoint`."""
+        state object for :meth:`adjoint`.  With ``points`` (a
+        :class:`PointSet`) the features of the same density at those
+        off-grid points are returned too: G, dG, state, Gp, dGp with Gp, dGp
+        shaped (M, E) like points.a."""
         shape = n_g.shape
         if shape != self.N_c:
             raise ValueError(f"density grid {shape} does not match the convolver's {self.N_c}")
@@ -215,6 +322,19 @@ class PeriodicGaussianConvolver:
         dw = np.empty((nf, N, NQ))
         _weights(a, self.t_floor, self.inv_logr, j, w, dw)
         kmin, kmax = int(j.min()), int(j.max()) + NQ - 1
+        pts = None
+        if points is not None:
+            M, E = points.a.shape
+            jp = np.empty((M, E), dtype=np.int64)
+            wp = np.empty((M, E, NQ))
+            dwp = np.empty((M, E, NQ))
+            _weights(points.a, self.t_floor, self.inv_logr, jp, wp, dwp)
+            kp = np.stack([jp.min(1), jp.max(1) + NQ - 1], axis=1) if M else \
+                np.zeros((0, 2), dtype=np.int64)
+            if M:
+                kmin, kmax = min(kmin, int(kp[:, 0].min())), max(kmax, int(kp[:, 1].max()))
+            Dp = np.zeros((M, E))
+            dDp = np.zeros((M, E))
         perm, ptr = _buckets(j, kmin, kmax - kmin + 1)
         nG = scipy.fft.rfftn(n_g, workers=self.workers)
         D = np.zeros((nf, N))
@@ -222,28 +342,48 @@ class PeriodicGaussianConvolver:
         for k in range(kmin, kmax + 1):
             Dk = scipy.fft.irfftn(nG * self._filter(k), s=shape, workers=self.workers)
             _accumulate(k, kmin, np.ascontiguousarray(Dk).reshape(-1), perm, ptr, w, dw, D, dD)
+            if points is not None and M:
+                _accumulate_points(k, Dk, points.xp, kp, jp, wp, dwp, Dp, dDp)
         self.n_convolutions = kmax - kmin + 1
         pref = (np.pi / a) ** 1.5
         G = pref * D
         dG = pref * (dD - 1.5 * D / a)
-        state = (a, pref, perm, ptr, w, kmin, kmax)
-        return G.reshape((nf,) + shape), dG.reshape((nf,) + shape), state
+        if points is not None:
+            prefp = (np.pi / points.a) ** 1.5
+            pts = (points.xp, kp, jp, wp, prefp)
+        state = (a, pref, perm, ptr, w, kmin, kmax, pts)
+        G, dG = G.reshape((nf,) + shape), dG.reshape((nf,) + shape)
+        if points is None:
+            return G, dG, state
+        return G, dG, state, prefp * Dp, prefp * (dDp - 1.5 * Dp / points.a)
 
-    def _source_spectra(self, vG_ig, state):
+    def _source_spectra(self, vG_ig, state, vGp=None):
         """(k, U_k) for every lattice exponent: U_k = rfftn of the convolution
-        source sum_i vG_i (pi/a_i)^{3/2} w_ik(r) (adjoint and strain terms)."""
-        a, pref, perm, ptr, w, kmin, kmax = state
+        source sum_i vG_i (pi/a_i)^{3/2} w_ik(r) (adjoint and strain terms),
+        plus the point sources (vGp: dE/dG per point entry, not per volume)
+        spread back by the transposed interpolation."""
+        a, pref, perm, ptr, w, kmin, kmax, pts = state
         nf, N = a.shape
         coef = np.ascontiguousarray(np.asarray(vG_ig, dtype=float).reshape(nf, N) * pref)
+        if vGp is not None:
+            if pts is None:
+                raise ValueError("point sources given but the forward call had no points")
+            xp, kp, jp, wp, prefp = pts
+            coefp = np.ascontiguousarray(np.asarray(vGp, dtype=float) * prefp / self.dv)
         u = np.empty(N)
         for k in range(kmin, kmax + 1):
             _gather(k, kmin, perm, ptr, w, coef, u)
-            yield k, scipy.fft.rfftn(u.reshape(self.N_c), workers=self.workers)
+            u3 = u.reshape(self.N_c)
+            if vGp is not None and len(xp):
+                _scatter_points(k, xp, kp, jp, wp, coefp, u3)
+            yield k, scipy.fft.rfftn(u3, workers=self.workers)
 
-    def adjoint(self, vG_ig, state):
-        """dE/dn(r') per unit volume, given dE/dG_i(r) per unit volume."""
+    def adjoint(self, vG_ig, state, vGp=None):
+        """dE/dn(r') per unit volume, given dE/dG_i(r) per unit volume on the
+        grid and (optionally) dE/dG of the point entries of the forward
+        call (absolute, shaped like the points' exponents)."""
         acc = None
-        for k, uG in self._source_spectra(vG_ig, state):
+        for k, uG in self._source_spectra(vG_ig, state, vGp):
             uG *= self._filter(k)
             acc = uG if acc is None else acc + uG
         return scipy.fft.irfftn(acc, s=self.N_c, workers=self.workers)
@@ -264,6 +404,8 @@ class PeriodicGaussianConvolver:
         shape = self.N_c
         if n_g.shape != shape:
             raise ValueError(f"density grid {n_g.shape} does not match {shape}")
+        if state[-1] is not None:
+            raise NotImplementedError("strain derivative of off-grid point features")
         if self._gv is None:
             self._gv = reciprocal_vectors(self.cell_cv, self.N_c)
             mult = np.full(self.g2.shape, 2.0)   # half-complex grid: +G and -G
