@@ -63,7 +63,8 @@ class _GridContext:
     def __init__(self, gd, convolver):
         self.gd = gd
         self.conv = convolver
-        self.pending = []          # (spin, vG weight, state) for the adjoint
+        self.pending = []          # (spin, vG weight, state, n_feat, efac) for the adjoint
+        self.paw = None            # PAWFeatures (paw_features='nonlocal')
 
     def full(self, x_g):
         glob = self.gd.collect(x_g, broadcast=True)
@@ -99,6 +100,7 @@ class CiderKernel:
         self._onsite_pbe = ([(functional.cider_x, LibXC("GGA_X_PBE"))]
                             if onsite == "pbe" and functional.cider_x != 0.0 else [])
         self.grid = None
+        self.paw = None         # PAWFeatures during the on-site record/eval passes
 
     def calculate(self, e_g, n_sg, dedn_sg, sigma_xg=None, dedsigma_xg=None,
                   tau_sg=None, dedtau_sg=None):
@@ -114,6 +116,9 @@ class CiderKernel:
         dedtau_sg[:] = 0.0
         cx = fn.cider_x
         parts = self.parts
+        paw = self.paw if self.grid is None else None
+        if paw is not None and paw.phase == "record":
+            parts = []                     # only the exponents are wanted
         if self.grid is None and self.onsite == "pbe":
             parts = parts + self._onsite_pbe    # PBE exchange instead of CIDER on site
             cx = 0.0
@@ -126,6 +131,7 @@ class CiderKernel:
             sig = np.maximum(sig, 0.0).reshape(-1)
             tau = np.maximum(tau, 0.0).reshape(-1)
             a_i, a_derivs = fn.chain.exponents(n, sig, tau)
+            efac = 0.5 if nspins == 2 else 1.0       # e_g = efac * cx * exc(channel)
             if self.grid is not None:
                 ctx = self.grid
                 a_full = ctx.full_stack(a_i, shape)
@@ -133,13 +139,27 @@ class CiderKernel:
                 # positive exponent will do there (they are dropped again)
                 a_full[a_full <= 0.0] = 1.0
                 n_full = ctx.full(n.reshape(shape))
-                G, dG, state = ctx.conv.forward(n_full, a_full)
+                if ctx.paw is not None:
+                    n_full = n_full + ctx.paw.compensation(s)
+                    G, dG, state, Gp, dGp = ctx.conv.forward(n_full, a_full,
+                                                             points=ctx.paw.points(s))
+                    ctx.paw.set_features(s, Gp, dGp)
+                else:
+                    G, dG, state = ctx.conv.forward(n_full, a_full)
                 G = ctx.local(G).reshape(len(a_i), -1)
                 dG = ctx.local(dG).reshape(len(a_i), -1)
                 res = fn.exchange(n, sig, tau, G, dG, a_derivs)
-                # energy of this channel = fac * int vG dG[n_full]: 1/2 for spin
-                ctx.pending.append((s, cx * res.vG, state, n_full, 0.5 if nspins == 2 else 1.0))
+                # energy of this channel = efac * int vG dG[n_full]
+                ctx.pending.append((s, cx * res.vG, state, n_full, efac))
                 vdirect = 0.0
+            elif paw is not None and paw.phase == "record":
+                paw.record(paw.xc.n, paw.xc.ae, s, a_i)
+                continue
+            elif paw is not None:
+                G, dG, direct = paw.features(paw.xc.n, paw.xc.ae, s, a_i, n)
+                res = fn.exchange(n, sig, tau, G, dG, a_derivs)
+                vdirect = (res.vG * direct).sum(axis=0)
+                paw.store(paw.xc.n, paw.xc.ae, s, efac * cx * res.vG, a_i)
             else:
                 pref = (np.pi / a_i) ** 1.5
                 G = n[None, :] * pref
@@ -193,9 +213,18 @@ class CiderXC(MGGA):
         nonlocal features (default), or with PBE exchange in place of the
         CIDER exchange (only to measure how much the on-site treatment
         matters).
+    paw_features : 'local' or 'nonlocal'
+        'local': the on-site terms use the local approximation of the
+        features for both partial densities (the pseudo-density's grid
+        features inside the spheres are then not cancelled).  'nonlocal':
+        PAW-consistent features (cider_xc.gpaw.paw): the on-site terms use
+        the grid's FFT features interpolated to the radial points, the grid
+        features include compensation functions with the multipole moments
+        of n^a - n~^a.  Forces and stress are not implemented for it yet.
     """
 
-    def __init__(self, functional=None, exponent_ratio=1.3, stencil=2, onsite="local"):
+    def __init__(self, functional=None, exponent_ratio=1.3, stencil=2, onsite="local",
+                 paw_features="local"):
         import os
 
         import cider_xc
@@ -206,6 +235,14 @@ class CiderXC(MGGA):
         if not isinstance(functional, cider_xc.CiderFunctional):
             raise TypeError(f"CiderXC needs a CiderFunctional (cider_xc.load(...)), "
                             f"got {type(functional).__name__}")
+        if paw_features not in ("local", "nonlocal"):
+            raise ValueError(f"paw_features must be 'local' or 'nonlocal', not {paw_features!r}")
+        if paw_features == "nonlocal" and onsite != "local":
+            raise ValueError("paw_features='nonlocal' needs onsite='local'")
+        self.paw_features = paw_features
+        self._paw_cache = {}
+        self._spos_ac = None
+        self._density = None
         self.functional = functional
         self.exponent_ratio = float(exponent_ratio)
         super().__init__(CiderKernel(functional, onsite), stencil=stencil)
@@ -222,7 +259,7 @@ class CiderXC(MGGA):
                 "cider_x": fn.cider_x, "semilocal_xc": fn.semilocal_xc or "",
                 "composition": fn.describe(),
                 "exponent_ratio": self.exponent_ratio, "stencil": self.stencil_range,
-                "onsite": self.kernel.onsite}
+                "onsite": self.kernel.onsite, "paw_features": self.paw_features}
 
     @classmethod
     def from_dict(cls, d, functional=None):
@@ -251,14 +288,16 @@ class CiderXC(MGGA):
             cider_x=float(d.get("cider_x", functional.cider_x)),
             semilocal_xc=d.get("semilocal_xc", functional.semilocal_xc) or "")
         obj = cls(functional, exponent_ratio=float(d.get("exponent_ratio", 1.3)),
-                  stencil=int(d.get("stencil", 2)), onsite=str(d.get("onsite", "local")))
+                  stencil=int(d.get("stencil", 2)), onsite=str(d.get("onsite", "local")),
+                  paw_features=str(d.get("paw_features", "local")))
         obj.source = d.get("source")
         return obj
 
     def get_description(self):
         return (f"CIDER meta-GGA with nonlocal features ({self.functional.describe()}); "
                 f"FFT features, exponent ratio {self.exponent_ratio}; PAW corrections with "
-                "local features")
+                + ("PAW-consistent (grid-interpolated) features" if self.paw_features == "nonlocal"
+                   else "local features"))
 
     def get_setup_name(self):
         return "PBE"
@@ -271,6 +310,11 @@ class CiderXC(MGGA):
         if getattr(wfs, "collinear", True) is False:
             raise ValueError("CiderXC does not support non-collinear spin")
         super().initialize(density, hamiltonian, wfs)
+        self._density = density
+
+    def set_positions(self, spos_ac, *args, **kwargs):
+        super().set_positions(spos_ac, *args, **kwargs)
+        self._spos_ac = np.array(spos_ac, dtype=float)
 
     def _convolver(self, gd):
         key = (tuple(gd.N_c), gd.cell_cv.tobytes())
@@ -289,17 +333,92 @@ class CiderXC(MGGA):
                 "calculation has none (a .gpw file written without mode='all'?); "
                 "write restart files with calc.write(path, mode='all') to continue an SCF")
         ctx = _GridContext(gd, self._convolver(gd))
+        paw = None
+        if self.paw_features == "nonlocal" and self.functional.cider_x != 0.0:
+            paw = self._onsite_record(gd, len(n_sg))
+        ctx.paw = paw
         self.kernel.grid = ctx
         try:
             super().calculate_impl(gd, n_sg, v_sg, e_g)
         finally:
             self.kernel.grid = None
-        for s, vG, state, _, _ in ctx.pending:
-            shape = v_sg.shape[1:]
-            vG_full = ctx.full_stack(vG, shape)
-            v_sg[s] += ctx.local(ctx.conv.adjoint(vG_full, state))
+        results = self._onsite_eval(paw) if paw is not None else None
+        shape = v_sg.shape[1:]
+        for s, vG, state, _, efac in ctx.pending:
+            vGp = paw.point_sources(s) if paw is not None else None
+            v_feat = ctx.conv.adjoint(ctx.full_stack(efac * vG, shape), state, vGp=vGp)
+            v_sg[s] += ctx.local(v_feat) / efac      # channel density = n_s / efac
+            if paw is not None:
+                paw.compensation_derivative(s, v_feat)
+        if paw is not None:
+            for a, dEdD_sp in paw.finish().items():
+                results[a][2] += dEdD_sp
+            self._paw_cache = results
         self.timings["features"] += time.perf_counter() - t0
         self.timings["calls"] += 1
+
+    # --- PAW-consistent on-site terms (paw_features='nonlocal') ----------
+    def _all_D_asp(self):
+        """D_sp of every atom on every rank (the FFT features are computed
+        redundantly on full grids, so every rank needs all radial points)."""
+        D_asp = self._density.D_asp
+        setups = self.wfs.setups
+        natoms = len(setups)
+        if all(a in D_asp for a in range(natoms)):
+            return {a: np.asarray(D_asp[a]) for a in range(natoms)}
+        comm = D_asp.partition.comm
+        out = {}
+        for a in range(natoms):
+            owner = D_asp.partition.rank_a[a]
+            ni = setups[a].ni
+            buf = (np.array(D_asp[a], dtype=float) if comm.rank == owner else
+                   np.empty((self.wfs.nspins, ni * (ni + 1) // 2)))
+            comm.broadcast(buf, owner)
+            out[a] = buf
+        return out
+
+    def _onsite_record(self, gd, nspins):
+        from .paw import PAWFeatures
+        if self._density is None or self._spos_ac is None:
+            raise RuntimeError("CiderXC(paw_features='nonlocal') was not initialized "
+                               "with a density and atomic positions")
+        paw = PAWFeatures(self, gd, nspins, self.functional.settings.n_nonlocal)
+        paw.add_atoms(self.wfs.setups, self._all_D_asp(), self._spos_ac)
+        self._onsite_pass(paw, "record")
+        return paw
+
+    def _onsite_pass(self, paw, phase):
+        """GPAW's radial MGGA machinery with the kernel in record/eval mode."""
+        paw.phase = phase
+        self.kernel.paw = paw
+        out = {}
+        try:
+            for i, at in enumerate(paw.atoms):
+                paw.current = i
+                dEdD_sp = np.zeros_like(at.D_sp) if phase == "eval" else None
+                E = MGGA.calculate_paw_correction(self, at.setup, at.D_sp, dEdD_sp, a=at.a)
+                out[at.a] = [at.D_sp, E, dEdD_sp]
+        finally:
+            self.kernel.paw = None
+            paw.phase = None
+        return out
+
+    def _onsite_eval(self, paw):
+        return self._onsite_pass(paw, "eval")
+
+    def calculate_paw_correction(self, setup, D_sp, dEdD_sp=None, addcoredensity=True, a=None):
+        if self.paw_features != "nonlocal" or self.functional.cider_x == 0.0:
+            return super().calculate_paw_correction(setup, D_sp, dEdD_sp,
+                                                    addcoredensity=addcoredensity, a=a)
+        entry = self._paw_cache.get(a)
+        if entry is None or not addcoredensity or not np.array_equal(entry[0], D_sp):
+            raise RuntimeError(
+                "CiderXC(paw_features='nonlocal') computes the PAW corrections together "
+                "with the grid features; calculate_paw_correction was called for atom "
+                f"{a} without a matching grid call (density matrices differ)")
+        if dEdD_sp is not None:
+            dEdD_sp += entry[2]
+        return entry[1]
 
     def stress_tensor_contribution(self, n_sg, skip_sum=False):
         """dE_xc/d eps (3, 3) of the grid part, not yet divided by the volume.
@@ -309,6 +428,7 @@ class CiderXC(MGGA):
         of the features themselves (their Gaussian filters change with the
         reciprocal lattice): see PeriodicGaussianConvolver.strain_derivative.
         """
+        self._no_derivatives("stress")
         gd = self.gd
         ctx = _GridContext(gd, self._convolver(gd))
         self.kernel.grid = ctx
@@ -327,6 +447,17 @@ class CiderXC(MGGA):
         if not skip_sum:
             gd.comm.sum(stress_vv)
         return stress_vv
+
+    def _no_derivatives(self, what):
+        if self.paw_features == "nonlocal" and self.functional.cider_x != 0.0:
+            raise NotImplementedError(
+                f"{what} with CiderXC(paw_features='nonlocal') is not implemented yet (the "
+                "on-site terms depend on the grid features at the radial points); use "
+                "paw_features='local' for forces and stress")
+
+    def add_forces(self, F_av):
+        self._no_derivatives("forces")
+        super().add_forces(F_av)
 
     # forces: the grid energy depends on the atoms only through the density
     # (pseudo-density incl. pseudo-core, handled by GPAW through the

@@ -1,0 +1,279 @@
+"""PAW-consistent nonlocal features for CiderXC (``paw_features='nonlocal'``).
+
+GPAW writes E_xc = E[n~] (fine grid) + sum_a (E[n^a] - E[n~^a]) (radial
+grids inside the augmentation spheres).  For a nonlocal feature the three
+terms must see the same feature field, or the sphere part of the grid term
+is not cancelled.  Here every term uses the features of one density,
+
+    n_feat = n~ + n~_c + sum_a sum_{l<=2} Q^a_L g^a_L,
+
+the pseudo-density plus smooth Gaussian compensation functions g^a_L
+(unit multipole moment, inside the sphere) carrying the multipole moments
+Q^a_L of the all-electron correction Delta^a = n^a - n~^a (valence and
+core), so that points outside the spheres see the right charge and dipoles:
+
+* grid points: FFT features of n_feat;
+* pseudo on-site term: the same FFT features, interpolated to the radial
+  points (PeriodicGaussianConvolver with a PointSet), at the exponents of
+  the pseudo on-site density, so the on-site term cancels the grid term;
+* all-electron on-site term: the same interpolated features at the
+  all-electron exponents, plus the remainder Delta'^a = Delta^a - sum_L
+  Q^a_L g^a_L in its local approximation (pi/a)^{3/2} Delta'^a(r).
+
+Radial points outside the region where Delta^a is nonzero carry equal
+all-electron and pseudo densities; there both terms use the local
+approximation of the features and cancel exactly.
+
+The on-site energies then depend on the grid density, so they are computed
+inside the grid call (CiderXC.calculate_impl), their response is added to
+the grid potential before GPAW restricts it, and GPAW's later
+calculate_paw_correction calls return the stored energies and dE/dD.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from gpaw.sphere.lebedev import R_nv, Y_nL, weight_n
+from gpaw.sphere.spherical_harmonics import Y as solid_harmonic
+
+from ..descriptors.periodic import PointSet, reciprocal_vectors
+
+LCOMP = 2                       # compensation multipoles l <= LCOMP
+NLCOMP = (LCOMP + 1) ** 2
+BANDLIMIT = 20.0                # exp(-G_ny^2 rc^2 / 4) <= exp(-BANDLIMIT) on the grid
+
+
+class _Atom:
+    """Radial data of one atom for one grid call."""
+
+    def __init__(self, a, setup, D_sp, spos_c, nspins):
+        xcc = setup.xc_correction
+        rgd = xcc.rgd
+        self.a = a
+        self.setup = setup
+        self.xcc = xcc
+        self.rgd = rgd
+        self.D_sp = D_sp.copy()
+        self.spos_c = spos_c
+        Lmax = xcc.Lmax
+        self.Lmax = Lmax
+        self.dnq_qg = xcc.n_qg - xcc.nt_qg
+        dcore_g = xcc.nc_g - xcc.nct_g
+        D_sLq = np.inner(D_sp, xcc.B_pqL.T)
+        Delta = D_sLq @ self.dnq_qg                                  # (s, L, g)
+        Delta[:, 0] += math.sqrt(4 * math.pi) / nspins * dcore_g
+        self.Delta_sLg = Delta
+        # radial points where the correction density lives
+        big = np.abs(self.dnq_qg).max(0) + np.abs(dcore_g)
+        nz = np.nonzero(big > 1e-12 * big.max())[0]
+        self.g_in = int(nz[-1]) + 2 if len(nz) else 1
+        self.g_in = min(self.g_in, rgd.N)
+        r = rgd.r_g
+        ls = np.array([int(math.isqrt(L)) for L in range(NLCOMP)])
+        self.l_L = ls
+        # moment weights r^l r^2 dr
+        self.mom_Lg = r[None, :] ** ls[:, None] * (r ** 2 * rgd.dr_g)[None, :]
+        self.Q_sL = (Delta[:, :NLCOMP] * self.mom_Lg).sum(-1)
+        self.dEdDelta_sLg = np.zeros_like(Delta)          # filled by the eval pass
+
+    def set_shape(self, rc):
+        """Gaussian compensation functions g_l(r) = c_l r^l exp(-r^2/rc^2)
+        with unit moment; Delta' = Delta - sum_L Q_L g_l Y_L."""
+        self.beta = 1.0 / rc ** 2
+        r = self.rgd.r_g
+        c_l = np.array([2.0 * self.beta ** (l + 1.5) / math.gamma(l + 1.5)
+                        for l in range(LCOMP + 1)])
+        self.c_l = c_l
+        self.g_Lg = (c_l[self.l_L][:, None] * r[None, :] ** self.l_L[:, None]
+                     * np.exp(-self.beta * r ** 2)[None, :])
+        self.Dp_sLg = self.Delta_sLg.copy()
+        self.Dp_sLg[:, :NLCOMP] -= self.Q_sL[:, :, None] * self.g_Lg
+
+
+class PAWFeatures:
+    """One grid call's on-site bookkeeping (see the module docstring).
+
+    Sequence: ``record`` pass (GPAW's radial machinery with the kernel in
+    record mode: exponents of every radial point), ``points(s)`` and
+    ``compensation(s)`` for the spin channel's FFT call, ``set_features``,
+    the ``eval`` pass (energies, dE/dD through GPAW's radial machinery,
+    dE/dG of the points), ``point_sources(s)`` for the adjoint,
+    ``compensation_derivative(s, v_feat)`` and ``finish()``.
+    """
+
+    def __init__(self, xc, gd, nspins, nf):
+        self.xc = xc
+        self.gd = gd
+        self.nspins = nspins
+        self.f = 2.0 if nspins == 2 else 1.0       # channel density = f n_s
+        self.nf = nf
+        self.phase = None
+        self.atoms = []
+        self.current = None
+        self.N_c = np.array(gd.N_c)
+        self.cell_cv = gd.cell_cv
+        h = np.linalg.norm(gd.cell_cv, axis=1) / gd.N_c
+        self.g_nyquist = math.pi / h.max()
+
+    # --- setup ------------------------------------------------------------
+    def add_atoms(self, setups, D_asp, spos_ac):
+        rc_min = math.sqrt(4.0 * BANDLIMIT) / self.g_nyquist
+        for a, D_sp in D_asp.items():
+            setup = setups[a]
+            if setup.xc_correction is None:
+                raise ValueError(f"atom {a} ({setup.symbol}) has no PAW xc correction "
+                                 "data; paw_features='nonlocal' needs PAW setups")
+            at = _Atom(a, setup, D_sp, spos_ac[a], self.nspins)
+            rcut = min(setup.rcut_j) if len(setup.rcut_j) else 1.0
+            at.set_shape(max(rcut / 3.0, rc_min))
+            self.atoms.append(at)
+        # point layout: per atom, Lebedev direction n, radial index g < g_in
+        self.offsets = np.cumsum([0] + [len(R_nv) * at.g_in for at in self.atoms])
+        M = int(self.offsets[-1])
+        self.a_spe = np.zeros((self.nspins, M, 2 * self.nf))
+        self.W_spe = np.zeros((self.nspins, M, 2 * self.nf))
+        self.U_sn = {}                                   # (atom idx, s) -> (n, g_in)
+        xp = np.empty((M, 3))
+        inv = np.linalg.inv(self.cell_cv)
+        for i, at in enumerate(self.atoms):
+            r = at.rgd.r_g[:at.g_in]
+            cart = R_nv[:, None, :] * r[None, :, None]          # (n, g, 3)
+            frac = at.spos_c[None, None, :] + cart @ inv
+            xp[self.offsets[i]:self.offsets[i + 1]] = (frac * self.N_c).reshape(-1, 3)
+        self.xp = xp
+
+    def slot(self, n, ae):
+        i = self.current
+        at = self.atoms[i]
+        p0 = self.offsets[i] + n * at.g_in
+        e0 = (0 if ae else 1) * self.nf
+        return at, slice(p0, p0 + at.g_in), slice(e0, e0 + self.nf)
+
+    # --- record pass ------------------------------------------------------
+    def record(self, n, ae, s, a_ig):
+        at, ps, es = self.slot(n, ae)
+        self.a_spe[s, ps, es] = a_ig[:, :at.g_in].T
+
+    # --- FFT call of spin channel s --------------------------------------
+    def points(self, s):
+        return PointSet(self.xp, self.a_spe[s])
+
+    def set_features(self, s, Gp, dGp):
+        if not hasattr(self, "G_spe"):
+            self.G_spe = np.zeros_like(self.a_spe)
+            self.dG_spe = np.zeros_like(self.a_spe)
+        self.G_spe[s] = Gp
+        self.dG_spe[s] = dGp
+
+    def _shape_spectra(self):
+        """(atom, L, G) analytic Fourier transforms of the compensation
+        functions on the half-complex grid (rfftn layout, times N/volume)."""
+        key = (tuple(self.N_c), self.cell_cv.tobytes())
+        cache = getattr(self.xc, "_comp_cache", None)
+        if cache is not None and cache[0] == key:
+            Gv, shapes = cache[1], cache[2]
+        else:
+            Gv, shapes = reciprocal_vectors(self.cell_cv, self.N_c), {}
+            self.xc._comp_cache = (key, Gv, shapes)
+        g2 = (Gv ** 2).sum(-1)
+        vol = abs(np.linalg.det(self.cell_cv))
+        Ntot = float(np.prod(self.N_c))
+        out = []
+        for at in self.atoms:
+            k = round(at.beta, 12)
+            F = shapes.get(k)
+            if F is None:
+                F = np.empty((NLCOMP,) + g2.shape, dtype=complex)
+                env = np.exp(-g2 / (4.0 * at.beta))
+                for L in range(NLCOMP):
+                    l = int(math.isqrt(L))
+                    pre = 2.0 * math.pi ** 1.5 / (math.gamma(l + 1.5) * 2 ** l)
+                    F[L] = ((-1j) ** l * pre * Ntot / vol) * env * solid_harmonic(
+                        L, Gv[..., 0], Gv[..., 1], Gv[..., 2])
+                shapes[k] = F
+            R = at.spos_c @ self.cell_cv
+            phase = np.exp(-1j * (Gv @ R))
+            out.append((F, phase))
+        return out
+
+    def compensation(self, s):
+        """f * sum_a sum_L Q_asL g_aL(r) on the full grid (channel units)."""
+        import scipy.fft
+        spec = None
+        self._spectra = self._shape_spectra()
+        for at, (F, phase) in zip(self.atoms, self._spectra):
+            c = np.tensordot(at.Q_sL[s], F, axes=(0, 0)) * phase
+            spec = c if spec is None else spec + c
+        return self.f * scipy.fft.irfftn(spec, s=tuple(self.N_c))
+
+    def compensation_derivative(self, s, v_feat):
+        """dE/dQ_asL of the grid feature density, v_feat = dE/dn_feat per
+        volume on the full grid (channel units)."""
+        import scipy.fft
+        V = scipy.fft.rfftn(v_feat)
+        mult = np.full(V.shape, 2.0)
+        mult[..., 0] = 1.0
+        if self.N_c[2] % 2 == 0:
+            mult[..., -1] = 1.0
+        Ntot = float(np.prod(self.N_c))
+        dv = abs(np.linalg.det(self.cell_cv)) / Ntot
+        for at, (F, phase) in zip(self.atoms, self._spectra):
+            # sum_r dv v(r) g(r) = dv/N sum_G Re[conj(V) F phase] (irfftn convention)
+            x = mult * np.conj(V) * phase
+            dQ = np.real(np.tensordot(F, x, axes=(list(range(1, F.ndim)),
+                                                   list(range(x.ndim))))) * dv / Ntot
+            at.dEdQ_grid = getattr(at, "dEdQ_grid", np.zeros((self.nspins, NLCOMP)))
+            at.dEdQ_grid[s] += self.f * dQ
+
+    # --- eval pass --------------------------------------------------------
+    def features(self, n, ae, s, a_ig, nch):
+        """G, dG/da (nf, ng) at the radial points of direction n, and the
+        direct dG/dn_ch (local approximation outside the correction region)."""
+        at, ps, es = self.slot(n, ae)
+        gi = at.g_in
+        pref = (np.pi / a_ig) ** 1.5
+        G = nch[None, :] * pref
+        dG = -1.5 * G / a_ig
+        direct = pref.copy()
+        G[:, :gi] = self.G_spe[s, ps, es].T
+        dG[:, :gi] = self.dG_spe[s, ps, es].T
+        direct[:, :gi] = 0.0
+        if ae:
+            dp = self.f * (Y_nL[n, :at.Lmax] @ at.Dp_sLg[s][:, :gi])
+            G[:, :gi] += pref[:, :gi] * dp
+            dG[:, :gi] -= 1.5 * pref[:, :gi] * dp / a_ig[:, :gi]
+        return G, dG, direct
+
+    def store(self, n, ae, s, vG_ig, a_ig):
+        """vG_ig: d(e_g)/dG per volume at the radial points of direction n
+        (e_g as written to GPAW: spin factor and CIDER fraction included)."""
+        at, ps, es = self.slot(n, ae)
+        gi = at.g_in
+        sign = 1.0 if ae else -1.0
+        w = sign * weight_n[n] * at.rgd.dv_g[:gi]
+        self.W_spe[s, ps, es] = (vG_ig[:, :gi] * w[None, :]).T
+        if ae:
+            pref = (np.pi / a_ig[:, :gi]) ** 1.5
+            dEdDp = (vG_ig[:, :gi] * pref).sum(0) * w * self.f        # dE/dDelta'_s(n, g)
+            at.dEdDelta_sLg[s, :, :gi] += np.outer(Y_nL[n, :at.Lmax], dEdDp)
+
+    def point_sources(self, s):
+        return self.W_spe[s]
+
+    # --- dE/dD of the feature terms ------------------------------------------
+    def finish(self):
+        """dE/dD_sp of the nonlocal-feature dependence on the correction
+        density (Delta' local term and the compensation moments)."""
+        out = {}
+        for at in self.atoms:
+            dDp = at.dEdDelta_sLg                    # w.r.t. Delta'_sLg (weights included)
+            dQ = -(dDp[:, :NLCOMP] * at.g_Lg[None]).sum(-1)
+            dQ = dQ + getattr(at, "dEdQ_grid", 0.0)
+            dDelta = dDp.copy()
+            dDelta[:, :NLCOMP] += dQ[:, :, None] * at.mom_Lg[None]
+            dD_sLq = dDelta @ at.dnq_qg.T                    # (s, L, q)
+            B = at.xcc.B_pqL
+            out[at.a] = np.inner(dD_sLq.transpose(0, 2, 1).reshape(len(dDelta), -1),
+                                 B.reshape(len(B), -1))
+        return out
