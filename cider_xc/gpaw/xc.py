@@ -241,6 +241,7 @@ class CiderXC(MGGA):
             raise ValueError("paw_features='nonlocal' needs onsite='local'")
         self.paw_features = paw_features
         self._paw_cache = {}
+        self.last_paw = None
         self._spos_ac = None
         self._density = None
         self.functional = functional
@@ -337,6 +338,7 @@ class CiderXC(MGGA):
         if self.paw_features == "nonlocal" and self.functional.cider_x != 0.0:
             paw = self._onsite_record(gd, len(n_sg))
         ctx.paw = paw
+        self.last_paw = paw                      # for diagnostics and tests
         self.kernel.grid = ctx
         try:
             super().calculate_impl(gd, n_sg, v_sg, e_g)
