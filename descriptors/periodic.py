@@ -160,17 +160,22 @@ def _gather(k, kmin, perm, ptr, w, coef, out):
 
 # --- features at off-grid points (PAW radial grids) -------------------------
 # D_k is band-limited on the grid; it is evaluated at arbitrary points by
-# periodic tricubic Lagrange interpolation in grid-index coordinates (any
-# cell shape).  One position serves several entries (exponents), e.g. the
-# all-electron and pseudo on-site densities and every feature.
+# periodic tricubic B-spline interpolation in grid-index coordinates (any
+# cell shape): C^2 in the position (smooth forces), with the B-spline
+# coefficients C_k = D_k prefiltered in reciprocal space (division by the
+# B-spline's transfer function, folded into the Gaussian filter: no extra
+# cost beyond one inverse FFT).  One position serves several entries
+# (exponents), e.g. the all-electron and pseudo on-site densities and every
+# feature.
 
 @numba.njit(cache=True)
-def _lagrange4(t, w):
-    """Cubic Lagrange weights of nodes -1, 0, 1, 2 at t in [0, 1)."""
-    w[0] = -t * (t - 1.0) * (t - 2.0) / 6.0
-    w[1] = (t + 1.0) * (t - 1.0) * (t - 2.0) / 2.0
-    w[2] = -(t + 1.0) * t * (t - 2.0) / 2.0
-    w[3] = (t + 1.0) * t * (t - 1.0) / 6.0
+def _bspline4(t, w):
+    """Cubic B-spline weights of nodes -1, 0, 1, 2 at t in [0, 1)."""
+    u = 1.0 - t
+    w[0] = u * u * u / 6.0
+    w[1] = (3.0 * t * t * t - 6.0 * t * t + 4.0) / 6.0
+    w[2] = (-3.0 * t * t * t + 3.0 * t * t + 3.0 * t + 1.0) / 6.0
+    w[3] = t * t * t / 6.0
 
 
 @numba.njit(cache=True)
@@ -179,9 +184,9 @@ def _interp_point(D, x0, x1, x2, wx, wy, wz):
     i0 = math.floor(x0)
     i1 = math.floor(x1)
     i2 = math.floor(x2)
-    _lagrange4(x0 - i0, wx)
-    _lagrange4(x1 - i1, wy)
-    _lagrange4(x2 - i2, wz)
+    _bspline4(x0 - i0, wx)
+    _bspline4(x1 - i1, wy)
+    _bspline4(x2 - i2, wz)
     val = 0.0
     for a in range(4):
         ia = (i0 - 1 + a) % n0
@@ -233,9 +238,9 @@ def _scatter_points(k, xp, kp, j, w, coef, out):
         i0 = math.floor(xp[p, 0])
         i1 = math.floor(xp[p, 1])
         i2 = math.floor(xp[p, 2])
-        _lagrange4(xp[p, 0] - i0, wx)
-        _lagrange4(xp[p, 1] - i1, wy)
-        _lagrange4(xp[p, 2] - i2, wz)
+        _bspline4(xp[p, 0] - i0, wx)
+        _bspline4(xp[p, 1] - i1, wy)
+        _bspline4(xp[p, 2] - i2, wz)
         for a in range(4):
             ia = (i0 - 1 + a) % n0
             for b in range(4):
@@ -243,6 +248,63 @@ def _scatter_points(k, xp, kp, j, w, coef, out):
                 wab = s * wx[a] * wy[b]
                 for c in range(4):
                     out[ia, ib, (i2 - 1 + c) % n2] += wab * wz[c]
+
+
+@numba.njit(cache=True)
+def _bspline4_d(t, d):
+    """t-derivatives of the cubic B-spline weights of _bspline4."""
+    u = 1.0 - t
+    d[0] = -0.5 * u * u
+    d[1] = (9.0 * t * t - 12.0 * t) / 6.0
+    d[2] = (-9.0 * t * t + 6.0 * t + 3.0) / 6.0
+    d[3] = 0.5 * t * t
+
+
+@numba.njit(parallel=True, cache=True)
+def _gradient_points(k, D, xp, kp, j, w, coef, out):
+    """out[p] += sum_e coef[p,e] w_pek grad_x D_k(x_p) (grid-index units)."""
+    M, E = j.shape
+    n0, n1, n2 = D.shape
+    for p in numba.prange(M):
+        if k < kp[p, 0] or k > kp[p, 1]:
+            continue
+        s = 0.0
+        for e in range(E):
+            q = k - j[p, e]
+            if 0 <= q < NQ:
+                s += w[p, e, q] * coef[p, e]
+        if s == 0.0:
+            continue
+        wx = np.empty(4)
+        wy = np.empty(4)
+        wz = np.empty(4)
+        dx = np.empty(4)
+        dy = np.empty(4)
+        dz = np.empty(4)
+        i0 = math.floor(xp[p, 0])
+        i1 = math.floor(xp[p, 1])
+        i2 = math.floor(xp[p, 2])
+        _bspline4(xp[p, 0] - i0, wx)
+        _bspline4(xp[p, 1] - i1, wy)
+        _bspline4(xp[p, 2] - i2, wz)
+        _bspline4_d(xp[p, 0] - i0, dx)
+        _bspline4_d(xp[p, 1] - i1, dy)
+        _bspline4_d(xp[p, 2] - i2, dz)
+        g0 = 0.0
+        g1 = 0.0
+        g2 = 0.0
+        for a in range(4):
+            ia = (i0 - 1 + a) % n0
+            for b in range(4):
+                ib = (i1 - 1 + b) % n1
+                for c in range(4):
+                    v = D[ia, ib, (i2 - 1 + c) % n2]
+                    g0 += dx[a] * wy[b] * wz[c] * v
+                    g1 += wx[a] * dy[b] * wz[c] * v
+                    g2 += wx[a] * wy[b] * dz[c] * v
+        out[p, 0] += s * g0
+        out[p, 1] += s * g1
+        out[p, 2] += s * g2
 
 
 class PointSet:
@@ -290,6 +352,16 @@ class PeriodicGaussianConvolver:
         self.n_convolutions = 0        # of the last call (for logs/benchmarks)
         self._gv = None                # G vectors, made on the first strain derivative
         self._filters = {}             # k -> exp(-G^2 / 4 b_k), up to FILTER_CACHE_BYTES
+
+    def _prefilter(self):
+        """1 / (transfer function of the cubic B-spline) on the half-complex
+        grid: C = D * this gives the interpolation coefficients."""
+        if getattr(self, "_binv", None) is None:
+            th = [2.0 * np.pi * np.fft.fftfreq(n) for n in self.N_c[:2]]
+            th.append(2.0 * np.pi * np.arange(self.N_c[2] // 2 + 1) / self.N_c[2])
+            b = [(2.0 + np.cos(t)) / 3.0 for t in th]
+            self._binv = 1.0 / (b[0][:, None, None] * b[1][None, :, None] * b[2][None, None, :])
+        return self._binv
 
     def exponent(self, k):
         return B0 * self.ratio ** k
@@ -343,7 +415,9 @@ class PeriodicGaussianConvolver:
             Dk = scipy.fft.irfftn(nG * self._filter(k), s=shape, workers=self.workers)
             _accumulate(k, kmin, np.ascontiguousarray(Dk).reshape(-1), perm, ptr, w, dw, D, dD)
             if points is not None and M:
-                _accumulate_points(k, Dk, points.xp, kp, jp, wp, dwp, Dp, dDp)
+                Ck = scipy.fft.irfftn(nG * (self._filter(k) * self._prefilter()), s=shape,
+                                      workers=self.workers)
+                _accumulate_points(k, Ck, points.xp, kp, jp, wp, dwp, Dp, dDp)
         self.n_convolutions = kmax - kmin + 1
         pref = (np.pi / a) ** 1.5
         G = pref * D
@@ -371,12 +445,15 @@ class PeriodicGaussianConvolver:
             xp, kp, jp, wp, prefp = pts
             coefp = np.ascontiguousarray(np.asarray(vGp, dtype=float) * prefp / self.dv)
         u = np.empty(N)
+        up = np.empty(self.N_c) if vGp is not None and len(xp) else None
         for k in range(kmin, kmax + 1):
             _gather(k, kmin, perm, ptr, w, coef, u)
-            u3 = u.reshape(self.N_c)
-            if vGp is not None and len(xp):
-                _scatter_points(k, xp, kp, jp, wp, coefp, u3)
-            yield k, scipy.fft.rfftn(u3, workers=self.workers)
+            U = scipy.fft.rfftn(u.reshape(self.N_c), workers=self.workers)
+            if up is not None:
+                up[:] = 0.0
+                _scatter_points(k, xp, kp, jp, wp, coefp, up)
+                U += scipy.fft.rfftn(up, workers=self.workers) * self._prefilter()
+            yield k, U
 
     def adjoint(self, vG_ig, state, vGp=None):
         """dE/dn(r') per unit volume, given dE/dG_i(r) per unit volume on the
@@ -387,6 +464,23 @@ class PeriodicGaussianConvolver:
             uG *= self._filter(k)
             acc = uG if acc is None else acc + uG
         return scipy.fft.irfftn(acc, s=self.N_c, workers=self.workers)
+
+    def point_gradient(self, n_g, vGp, state):
+        """d/dx_p of sum_pe vGp[p,e] G_pe with the exponents held fixed: the
+        derivative with respect to the point positions (grid-index
+        coordinates, (M, 3)), for forces on the centres of radial grids."""
+        a, pref, perm, ptr, w, kmin, kmax, pts = state
+        if pts is None:
+            raise ValueError("the forward call had no points")
+        xp, kp, jp, wp, prefp = pts
+        coef = np.ascontiguousarray(np.asarray(vGp, dtype=float) * prefp)
+        out = np.zeros((len(xp), 3))
+        nG = scipy.fft.rfftn(n_g, workers=self.workers)
+        for k in range(kmin, kmax + 1):
+            Ck = scipy.fft.irfftn(nG * (self._filter(k) * self._prefilter()), s=self.N_c,
+                                  workers=self.workers)
+            _gradient_points(k, np.ascontiguousarray(Ck), xp, kp, jp, wp, coef, out)
+        return out
 
     def strain_derivative(self, n_g, vG_ig, state):
         """sum_r dv vG_i(r) dG_i(r)/d eps_vw for a homogeneous strain eps.

@@ -444,13 +444,11 @@ def test_paw_consistent_compensation_moments():
 
 
 def test_paw_consistent_limits_and_errors(tmp_path):
-    """Forces/stress refuse (not implemented for this mode); the option
+    """The stress refuses (not implemented for this mode); the option
     survives todict/from_dict; a zero CIDER fraction falls back to GPAW's
     on-site machinery and equals PBE."""
     calc = _si_paw_consistent(False)
     xc = calc.hamiltonian.xc
-    with pytest.raises(NotImplementedError, match="paw_features"):
-        xc.add_forces(np.zeros((2, 3)))
     with pytest.raises(NotImplementedError, match="paw_features"):
         xc.stress_tensor_contribution(calc.density.nt_sg.copy())
     assert CiderXC.from_dict(xc.todict()).paw_features == "nonlocal"

@@ -170,7 +170,7 @@ def _direct_at_points(n_g, cell, r_p, a_p):
 
 
 def test_off_grid_points(skewed):
-    """Features at off-grid points (the PAW radial grids): tricubic
+    """Features at off-grid points (the PAW radial grids): tricubic B-spline
     interpolation of the FFT lattice vs the direct reciprocal sum at the
     same points; dG/da; and the point sources in the adjoint."""
     from cider_xc.descriptors.periodic import PointSet
@@ -179,7 +179,6 @@ def test_off_grid_points(skewed):
     M = 40
     frac = rng.uniform(-0.2, 1.2, size=(M, 3))          # also outside the cell
     r_p = frac @ cell
-    n_p = _blob_density(cell, N, BLOBS)  # exponents from a smooth density scale
     a_pe = np.stack([rng.uniform(0.3, 3.0, M), rng.uniform(5.0, 60.0, M)], axis=1)
     pts = PointSet(frac * np.array(N), a_pe)
     conv = PeriodicGaussianConvolver(cell, N, 1.3)
@@ -188,7 +187,7 @@ def test_off_grid_points(skewed):
     assert np.array_equal(G, conv.forward(n, a)[0])
     ref = np.stack([_direct_at_points(n, cell, r_p, a_pe[:, e]) for e in range(2)], axis=1)
     rel = np.abs(Gp - ref) / np.abs(ref).max(axis=0)
-    assert rel.max() < 2e-2, rel.max()                   # coarse 14^3 grid
+    assert rel.max() < 3e-3, rel.max()                   # coarse 14^3 grid
     # the same density on a grid of half the spacing
     N2 = tuple(2 * k for k in N)
     n2 = _blob_density(cell, N2, BLOBS)
@@ -196,7 +195,7 @@ def test_off_grid_points(skewed):
     Gp2 = conv2.forward(n2, _exponents(n2), points=PointSet(frac * np.array(N2), a_pe))[3]
     ref2 = np.stack([_direct_at_points(n2, cell, r_p, a_pe[:, e]) for e in range(2)], axis=1)
     rel2 = np.abs(Gp2 - ref2) / np.abs(ref2).max(axis=0)
-    assert rel2.max() < 1e-3, rel2.max()
+    assert rel2.max() < 2e-4, rel2.max()
     # the interpolation error is O(h^4): halving h cuts it by more than 8
     assert (rel2.max(axis=0) < rel.max(axis=0) / 8).all()
     # exponent derivative at the points
@@ -216,3 +215,26 @@ def test_off_grid_points(skewed):
         conv.strain_derivative(n, v, state)
     with pytest.raises(ValueError, match="positive"):
         PointSet(pts.xp, -a_pe)
+
+
+def test_point_position_gradient(skewed):
+    """point_gradient = d/dx_p of sum vGp G_p (exponents fixed) against
+    finite differences of the point positions."""
+    from cider_xc.descriptors.periodic import PointSet
+    cell, N, n, a, _ = skewed
+    rng = np.random.default_rng(2)
+    M = 12
+    xp = rng.uniform(0, 1, size=(M, 3)) * np.array(N)
+    a_pe = np.stack([rng.uniform(0.3, 3.0, M), rng.uniform(5.0, 60.0, M)], axis=1)
+    vp = rng.standard_normal(a_pe.shape)
+    conv = PeriodicGaussianConvolver(cell, N, 1.3)
+    _, _, state, Gp, _ = conv.forward(n, a, points=PointSet(xp, a_pe))
+    grad = conv.point_gradient(n, vp, state)
+    h = 1e-4
+    for c in range(3):
+        d = np.zeros(3)
+        d[c] = h
+        up = conv.forward(n, a, points=PointSet(xp + d, a_pe))[3]
+        dn = conv.forward(n, a, points=PointSet(xp - d, a_pe))[3]
+        fd = ((up - dn) / (2 * h) * vp).sum(1)
+        assert np.abs(fd - grad[:, c]).max() < 1e-6 * np.abs(grad).max(), c

@@ -226,6 +226,33 @@ class PAWFeatures:
             at.dEdQ_grid = getattr(at, "dEdQ_grid", np.zeros((self.nspins, NLCOMP)))
             at.dEdQ_grid[s] += self.f * dQ
 
+    def compensation_position_derivative(self, s, v_feat):
+        """dE/dR_a (natoms_here, 3) of the compensation functions moving with
+        their atoms, v_feat = dE/dn_feat per volume (channel units)."""
+        import scipy.fft
+        V = scipy.fft.rfftn(v_feat)
+        mult = np.full(V.shape, 2.0)
+        mult[..., 0] = 1.0
+        if self.N_c[2] % 2 == 0:
+            mult[..., -1] = 1.0
+        Ntot = float(np.prod(self.N_c))
+        dv = abs(np.linalg.det(self.cell_cv)) / Ntot
+        Gv = self.xc._comp_cache[1]
+        out = np.zeros((len(self.atoms), 3))
+        for i, (at, (F, phase)) in enumerate(zip(self.atoms, self._spectra)):
+            spec = np.tensordot(at.Q_sL[s], F, axes=(0, 0)) * phase * mult * np.conj(V)
+            # d phase / dR = -i G phase
+            out[i] = np.real(np.tensordot(-1j * spec, Gv, axes=(list(range(spec.ndim)),
+                                                             list(range(spec.ndim)))))
+        return out * self.f * dv / Ntot
+
+    def point_position_derivative(self, s, grad_px):
+        """dE/dR_a from dE/dx_p of the radial points (grid-index units)."""
+        inv = np.linalg.inv(self.cell_cv)
+        grad_pv = grad_px @ (inv * self.N_c[None, :]).T
+        return np.array([grad_pv[self.offsets[i]:self.offsets[i + 1]].sum(0)
+                         for i in range(len(self.atoms))])
+
     # --- eval pass --------------------------------------------------------
     def features(self, n, ae, s, a_ig, nch):
         """G, dG/da (nf, ng) at the radial points of direction n, and the

@@ -220,7 +220,7 @@ class CiderXC(MGGA):
         PAW-consistent features (cider_xc.gpaw.paw): the on-site terms use
         the grid's FFT features interpolated to the radial points, the grid
         features include compensation functions with the multipole moments
-        of n^a - n~^a.  Forces and stress are not implemented for it yet.
+        of n^a - n~^a.  The stress is not implemented for it yet.
     """
 
     def __init__(self, functional=None, exponent_ratio=1.3, stencil=2, onsite="local",
@@ -242,6 +242,7 @@ class CiderXC(MGGA):
         self.paw_features = paw_features
         self._paw_cache = {}
         self.last_paw = None
+        self._keep_for_forces = None
         self._spos_ac = None
         self._density = None
         self.functional = functional
@@ -346,16 +347,21 @@ class CiderXC(MGGA):
             self.kernel.grid = None
         results = self._onsite_eval(paw) if paw is not None else None
         shape = v_sg.shape[1:]
-        for s, vG, state, _, efac in ctx.pending:
+        for s, vG, state, _nf, efac in ctx.pending:
             vGp = paw.point_sources(s) if paw is not None else None
             v_feat = ctx.conv.adjoint(ctx.full_stack(efac * vG, shape), state, vGp=vGp)
             v_sg[s] += ctx.local(v_feat) / efac      # channel density = n_s / efac
             if paw is not None:
                 paw.compensation_derivative(s, v_feat)
+                if self._keep_for_forces is not None:
+                    self._keep_for_forces.setdefault("pending", []).append(
+                        (s, state, _nf, v_feat))
         if paw is not None:
             for a, dEdD_sp in paw.finish().items():
                 results[a][2] += dEdD_sp
             self._paw_cache = results
+            if self._keep_for_forces is not None:
+                self._keep_for_forces["paw"] = paw
         self.timings["features"] += time.perf_counter() - t0
         self.timings["calls"] += 1
 
@@ -455,11 +461,36 @@ class CiderXC(MGGA):
             raise NotImplementedError(
                 f"{what} with CiderXC(paw_features='nonlocal') is not implemented yet (the "
                 "on-site terms depend on the grid features at the radial points); use "
-                "paw_features='local' for forces and stress")
+                "paw_features='local' for the stress")
 
     def add_forces(self, F_av):
-        self._no_derivatives("forces")
+        if self.paw_features == "nonlocal" and self.functional.cider_x != 0.0:
+            dEdR = self._paw_position_derivative()
+            if self.gd.comm.rank == 0:        # every rank holds the full result
+                for a, d in dEdR.items():
+                    F_av[a] -= d
         super().add_forces(F_av)
+
+    def _paw_position_derivative(self):
+        """dE_xc/dR_a at fixed pseudo-density and density matrices, from the
+        PAW-consistent features: the radial points of atom a and its
+        compensation functions move with it (one extra XC evaluation)."""
+        gd = self.gd
+        nt_sg = self._density.nt_sg
+        keep = {}
+        self._keep_for_forces = keep
+        try:
+            self.calculate(gd, nt_sg.copy())
+        finally:
+            self._keep_for_forces = None
+        paw = keep["paw"]
+        conv = self._convolver(gd)
+        dEdR = np.zeros((len(paw.atoms), 3))
+        for s, state, n_feat, v_feat in keep["pending"]:
+            grad = conv.point_gradient(n_feat, paw.point_sources(s), state)
+            dEdR += paw.point_position_derivative(s, grad)
+            dEdR += paw.compensation_position_derivative(s, v_feat)
+        return {at.a: dEdR[i] for i, at in enumerate(paw.atoms)}
 
     # forces: the grid energy depends on the atoms only through the density
     # (pseudo-density incl. pseudo-core, handled by GPAW through the
