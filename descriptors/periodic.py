@@ -482,7 +482,7 @@ class PeriodicGaussianConvolver:
             _gradient_points(k, np.ascontiguousarray(Ck), xp, kp, jp, wp, coef, out)
         return out
 
-    def strain_derivative(self, n_g, vG_ig, state):
+    def strain_derivative(self, n_g, vG_ig, state, vGp=None):
         """sum_r dv vG_i(r) dG_i(r)/d eps_vw for a homogeneous strain eps.
 
         Under the strain r -> (1 + eps) r with the electrons carried along
@@ -494,12 +494,12 @@ class PeriodicGaussianConvolver:
                           (G_v G_w / (2 b_k) - delta_vw) exp(-G^2/4b_k) e^{iGr}.
 
         n_g: the density the features were computed from (state of
-        :meth:`forward`); vG_ig: dE/dG_i per unit volume.  Returns (3, 3)."""
+        :meth:`forward`); vG_ig: dE/dG_i per unit volume; vGp: dE/dG of the
+        point entries (points carried along with the cell, fixed grid-index
+        coordinates).  Returns (3, 3)."""
         shape = self.N_c
         if n_g.shape != shape:
             raise ValueError(f"density grid {n_g.shape} does not match {shape}")
-        if state[-1] is not None:
-            raise NotImplementedError("strain derivative of off-grid point features")
         if self._gv is None:
             self._gv = reciprocal_vectors(self.cell_cv, self.N_c)
             mult = np.full(self.g2.shape, 2.0)   # half-complex grid: +G and -G
@@ -510,7 +510,7 @@ class PeriodicGaussianConvolver:
         nG = scipy.fft.rfftn(n_g, workers=self.workers)
         gx = self._gv.reshape(-1, 3)
         out = np.zeros((3, 3))
-        for k, uG in self._source_spectra(vG_ig, state):
+        for k, uG in self._source_spectra(vG_ig, state, vGp):
             # sum_r u(r) irfftn(X)(r) = (1/N) sum_G Re[X(G) conj(U(G))]
             x = self._mult * (nG * np.conj(uG)).real * self._filter(k)
             out -= np.eye(3) * x.sum()

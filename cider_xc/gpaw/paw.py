@@ -184,18 +184,25 @@ class PAWFeatures:
             k = round(at.beta, 12)
             F = shapes.get(k)
             if F is None:
-                F = np.empty((NLCOMP,) + g2.shape, dtype=complex)
-                env = np.exp(-g2 / (4.0 * at.beta))
-                for L in range(NLCOMP):
-                    l = int(math.isqrt(L))
-                    pre = 2.0 * math.pi ** 1.5 / (math.gamma(l + 1.5) * 2 ** l)
-                    F[L] = ((-1j) ** l * pre * Ntot / vol) * env * solid_harmonic(
-                        L, Gv[..., 0], Gv[..., 1], Gv[..., 2])
+                F = self._spectrum(at.beta, Gv, Ntot / vol)
                 shapes[k] = F
             R = at.spos_c @ self.cell_cv
             phase = np.exp(-1j * (Gv @ R))
             out.append((F, phase))
         return out
+
+    @staticmethod
+    def _spectrum(beta, Gv, scale):
+        """F_L(G) (L, grid) of c_l r^l exp(-beta r^2) Y_L, times scale."""
+        g2 = (Gv ** 2).sum(-1)
+        env = np.exp(-g2 / (4.0 * beta))
+        F = np.empty((NLCOMP,) + g2.shape, dtype=complex)
+        for L in range(NLCOMP):
+            l = int(math.isqrt(L))
+            pre = 2.0 * math.pi ** 1.5 / (math.gamma(l + 1.5) * 2 ** l)
+            y = solid_harmonic(L, Gv[..., 0], Gv[..., 1], Gv[..., 2])
+            F[L] = ((-1j) ** l * pre * scale) * env * y
+        return F
 
     def compensation(self, s):
         """f * sum_a sum_L Q_asL g_aL(r) on the full grid (channel units)."""

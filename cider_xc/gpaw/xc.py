@@ -220,7 +220,7 @@ class CiderXC(MGGA):
         PAW-consistent features (cider_xc.gpaw.paw): the on-site terms use
         the grid's FFT features interpolated to the radial points, the grid
         features include compensation functions with the multipole moments
-        of n^a - n~^a.  The stress is not implemented for it yet.
+        of n^a - n~^a.
     """
 
     def __init__(self, functional=None, exponent_ratio=1.3, stencil=2, onsite="local",
@@ -435,8 +435,12 @@ class CiderXC(MGGA):
         features held at their strained values, plus the strain derivative
         of the features themselves (their Gaussian filters change with the
         reciprocal lattice): see PeriodicGaussianConvolver.strain_derivative.
+        Not implemented for paw_features='nonlocal'.
         """
-        self._no_derivatives("stress")
+        if self.paw_features == "nonlocal" and self.functional.cider_x != 0.0:
+            raise NotImplementedError(
+                "the stress with CiderXC(paw_features='nonlocal') is not implemented yet; "
+                "use paw_features='local' for stress and cell relaxations")
         gd = self.gd
         ctx = _GridContext(gd, self._convolver(gd))
         self.kernel.grid = ctx
@@ -446,22 +450,15 @@ class CiderXC(MGGA):
             self.kernel.grid = None
         shape = n_sg.shape[1:]
         extra_vv = np.zeros((3, 3))
-        for s, vG, state, n_full, fac in ctx.pending:
-            vG_full = ctx.full_stack(vG, shape)
-            extra_vv += fac * ctx.conv.strain_derivative(n_full, vG_full, state)
+        for s, vG, state, n_feat, efac in ctx.pending:
+            vG_full = ctx.full_stack(efac * vG, shape)
+            extra_vv += ctx.conv.strain_derivative(n_feat, vG_full, state)
         # every rank holds the full-grid result: add it once before the sum
         if gd.comm.rank == 0:
             stress_vv += extra_vv
         if not skip_sum:
             gd.comm.sum(stress_vv)
         return stress_vv
-
-    def _no_derivatives(self, what):
-        if self.paw_features == "nonlocal" and self.functional.cider_x != 0.0:
-            raise NotImplementedError(
-                f"{what} with CiderXC(paw_features='nonlocal') is not implemented yet (the "
-                "on-site terms depend on the grid features at the radial points); use "
-                "paw_features='local' for the stress")
 
     def add_forces(self, F_av):
         if self.paw_features == "nonlocal" and self.functional.cider_x != 0.0:
