@@ -45,6 +45,18 @@ def reciprocal_g2(cell_cv, N_c):
     return (reciprocal_vectors(cell_cv, N_c) ** 2).sum(-1)
 
 
+def half_complex_weights(N_c):
+    """Weights of the rfftn (half-complex) grid for full-grid sums of real
+    functions: 2 for the G whose -G is not stored, 1 on the self-conjugate
+    planes."""
+    N_c = tuple(int(n) for n in N_c)
+    mult = np.full((N_c[0], N_c[1], N_c[2] // 2 + 1), 2.0)
+    mult[..., 0] = 1.0
+    if N_c[2] % 2 == 0:
+        mult[..., -1] = 1.0
+    return mult
+
+
 def reciprocal_vectors(cell_cv, N_c):
     """G vectors (grid shape of rfftn, 3) of an N_c grid in cell_cv (bohr)."""
     cell_cv = np.asarray(cell_cv, dtype=float)
@@ -179,14 +191,33 @@ def _bspline4(t, w):
 
 
 @numba.njit(cache=True)
-def _interp_point(D, x0, x1, x2, wx, wy, wz):
+def _stencil(x, wx, wy, wz):
+    """First node (minus 1) and B-spline weights of a point x (3,) in
+    grid-index coordinates; returns the integer parts i0, i1, i2."""
+    i0 = math.floor(x[0])
+    i1 = math.floor(x[1])
+    i2 = math.floor(x[2])
+    _bspline4(x[0] - i0, wx)
+    _bspline4(x[1] - i1, wy)
+    _bspline4(x[2] - i2, wz)
+    return i0, i1, i2
+
+
+@numba.njit(cache=True)
+def _entry_sum(k, p, j, w, coef):
+    """sum_e coef[p, e] w_pek over the entries of point p whose stencil has k."""
+    s = 0.0
+    for e in range(j.shape[1]):
+        q = k - j[p, e]
+        if 0 <= q < NQ:
+            s += w[p, e, q] * coef[p, e]
+    return s
+
+
+@numba.njit(cache=True)
+def _interp_point(D, x, wx, wy, wz):
     n0, n1, n2 = D.shape
-    i0 = math.floor(x0)
-    i1 = math.floor(x1)
-    i2 = math.floor(x2)
-    _bspline4(x0 - i0, wx)
-    _bspline4(x1 - i1, wy)
-    _bspline4(x2 - i2, wz)
+    i0, i1, i2 = _stencil(x, wx, wy, wz)
     val = 0.0
     for a in range(4):
         ia = (i0 - 1 + a) % n0
@@ -209,7 +240,7 @@ def _accumulate_points(k, D, xp, kp, j, w, dw, val, dval):
         wx = np.empty(4)
         wy = np.empty(4)
         wz = np.empty(4)
-        v = _interp_point(D, xp[p, 0], xp[p, 1], xp[p, 2], wx, wy, wz)
+        v = _interp_point(D, xp[p], wx, wy, wz)
         for e in range(E):
             q = k - j[p, e]
             if 0 <= q < NQ:
@@ -220,7 +251,7 @@ def _accumulate_points(k, D, xp, kp, j, w, dw, val, dval):
 @numba.njit(cache=True)
 def _scatter_points(k, xp, kp, j, w, coef, out):
     """Transpose of _accumulate_points: out += sum_e coef[p,e] w_pek L_p."""
-    M, E = j.shape
+    M = j.shape[0]
     n0, n1, n2 = out.shape
     wx = np.empty(4)
     wy = np.empty(4)
@@ -228,19 +259,10 @@ def _scatter_points(k, xp, kp, j, w, coef, out):
     for p in range(M):
         if k < kp[p, 0] or k > kp[p, 1]:
             continue
-        s = 0.0
-        for e in range(E):
-            q = k - j[p, e]
-            if 0 <= q < NQ:
-                s += w[p, e, q] * coef[p, e]
+        s = _entry_sum(k, p, j, w, coef)
         if s == 0.0:
             continue
-        i0 = math.floor(xp[p, 0])
-        i1 = math.floor(xp[p, 1])
-        i2 = math.floor(xp[p, 2])
-        _bspline4(xp[p, 0] - i0, wx)
-        _bspline4(xp[p, 1] - i1, wy)
-        _bspline4(xp[p, 2] - i2, wz)
+        i0, i1, i2 = _stencil(xp[p], wx, wy, wz)
         for a in range(4):
             ia = (i0 - 1 + a) % n0
             for b in range(4):
@@ -263,16 +285,12 @@ def _bspline4_d(t, d):
 @numba.njit(parallel=True, cache=True)
 def _gradient_points(k, D, xp, kp, j, w, coef, out):
     """out[p] += sum_e coef[p,e] w_pek grad_x D_k(x_p) (grid-index units)."""
-    M, E = j.shape
+    M = j.shape[0]
     n0, n1, n2 = D.shape
     for p in numba.prange(M):
         if k < kp[p, 0] or k > kp[p, 1]:
             continue
-        s = 0.0
-        for e in range(E):
-            q = k - j[p, e]
-            if 0 <= q < NQ:
-                s += w[p, e, q] * coef[p, e]
+        s = _entry_sum(k, p, j, w, coef)
         if s == 0.0:
             continue
         wx = np.empty(4)
@@ -281,12 +299,7 @@ def _gradient_points(k, D, xp, kp, j, w, coef, out):
         dx = np.empty(4)
         dy = np.empty(4)
         dz = np.empty(4)
-        i0 = math.floor(xp[p, 0])
-        i1 = math.floor(xp[p, 1])
-        i2 = math.floor(xp[p, 2])
-        _bspline4(xp[p, 0] - i0, wx)
-        _bspline4(xp[p, 1] - i1, wy)
-        _bspline4(xp[p, 2] - i2, wz)
+        i0, i1, i2 = _stencil(xp[p], wx, wy, wz)
         _bspline4_d(xp[p, 0] - i0, dx)
         _bspline4_d(xp[p, 1] - i1, dy)
         _bspline4_d(xp[p, 2] - i2, dz)
@@ -502,11 +515,7 @@ class PeriodicGaussianConvolver:
             raise ValueError(f"density grid {n_g.shape} does not match {shape}")
         if self._gv is None:
             self._gv = reciprocal_vectors(self.cell_cv, self.N_c)
-            mult = np.full(self.g2.shape, 2.0)   # half-complex grid: +G and -G
-            mult[..., 0] = 1.0
-            if shape[2] % 2 == 0:
-                mult[..., -1] = 1.0
-            self._mult = mult
+            self._mult = half_complex_weights(shape)
         nG = scipy.fft.rfftn(n_g, workers=self.workers)
         gx = self._gv.reshape(-1, 3)
         out = np.zeros((3, 3))

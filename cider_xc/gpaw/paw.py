@@ -37,7 +37,7 @@ import numpy as np
 from gpaw.sphere.lebedev import R_nv, Y_nL, weight_n
 from gpaw.sphere.spherical_harmonics import Y as solid_harmonic
 
-from ..descriptors.periodic import PointSet, reciprocal_vectors
+from ..descriptors.periodic import PointSet, half_complex_weights, reciprocal_vectors
 
 LCOMP = 2                       # compensation multipoles l <= LCOMP
 NLCOMP = (LCOMP + 1) ** 2
@@ -76,6 +76,7 @@ class _Atom:
         self.mom_Lg = r[None, :] ** ls[:, None] * (r ** 2 * rgd.dr_g)[None, :]
         self.Q_sL = (Delta[:, :NLCOMP] * self.mom_Lg).sum(-1)
         self.dEdDelta_sLg = np.zeros_like(Delta)          # filled by the eval pass
+        self.dEdQ_grid = np.zeros((nspins, NLCOMP))      # filled after the adjoint
 
     def set_shape(self, rc):
         """Gaussian compensation functions g_l(r) = c_l r^l exp(-r^2/rc^2)
@@ -104,7 +105,6 @@ class PAWFeatures:
 
     def __init__(self, xc, gd, nspins, nf):
         self.xc = xc
-        self.gd = gd
         self.nspins = nspins
         self.f = 2.0 if nspins == 2 else 1.0       # channel density = f n_s
         self.nf = nf
@@ -132,8 +132,10 @@ class PAWFeatures:
         self.offsets = np.cumsum([0] + [len(R_nv) * at.g_in for at in self.atoms])
         M = int(self.offsets[-1])
         self.a_spe = np.zeros((self.nspins, M, 2 * self.nf))
-        self.W_spe = np.zeros((self.nspins, M, 2 * self.nf))
-        self.U_sn = {}                                   # (atom idx, s) -> (n, g_in)
+        self.W_spe = np.zeros_like(self.a_spe)       # dE/dG of the entries (eval pass)
+        self.G_spe = np.zeros_like(self.a_spe)       # features at the points (FFT call)
+        self.dG_spe = np.zeros_like(self.a_spe)
+        self._spectra = None
         xp = np.empty((M, 3))
         inv = np.linalg.inv(self.cell_cv)
         for i, at in enumerate(self.atoms):
@@ -160,9 +162,6 @@ class PAWFeatures:
         return PointSet(self.xp, self.a_spe[s])
 
     def set_features(self, s, Gp, dGp):
-        if not hasattr(self, "G_spe"):
-            self.G_spe = np.zeros_like(self.a_spe)
-            self.dG_spe = np.zeros_like(self.a_spe)
         self.G_spe[s] = Gp
         self.dG_spe[s] = dGp
 
@@ -176,7 +175,7 @@ class PAWFeatures:
         else:
             Gv, shapes = reciprocal_vectors(self.cell_cv, self.N_c), {}
             self.xc._comp_cache = (key, Gv, shapes)
-        g2 = (Gv ** 2).sum(-1)
+        self.Gv = Gv
         vol = abs(np.linalg.det(self.cell_cv))
         Ntot = float(np.prod(self.N_c))
         out = []
@@ -207,51 +206,45 @@ class PAWFeatures:
     def compensation(self, s):
         """f * sum_a sum_L Q_asL g_aL(r) on the full grid (channel units)."""
         import scipy.fft
+        if self._spectra is None:
+            self._spectra = self._shape_spectra()
         spec = None
-        self._spectra = self._shape_spectra()
         for at, (F, phase) in zip(self.atoms, self._spectra):
             c = np.tensordot(at.Q_sL[s], F, axes=(0, 0)) * phase
             spec = c if spec is None else spec + c
         return self.f * scipy.fft.irfftn(spec, s=tuple(self.N_c))
 
+    def _dual(self, v_feat):
+        """X(G) with sum_r dv v(r) g(r) = Re sum_G X(G) F(G) phase(G) for a
+        function g = irfftn(F phase): the half-complex weights, conj(V) and
+        dv / N (irfftn convention), times the channel factor f."""
+        import scipy.fft
+        Ntot = float(np.prod(self.N_c))
+        dv = abs(np.linalg.det(self.cell_cv)) / Ntot
+        V = scipy.fft.rfftn(v_feat)
+        return (self.f * dv / Ntot) * half_complex_weights(self.N_c) * np.conj(V)
+
     def compensation_derivative(self, s, v_feat):
         """dE/dQ_asL of the grid feature density, v_feat = dE/dn_feat per
         volume on the full grid (channel units)."""
-        import scipy.fft
-        V = scipy.fft.rfftn(v_feat)
-        mult = np.full(V.shape, 2.0)
-        mult[..., 0] = 1.0
-        if self.N_c[2] % 2 == 0:
-            mult[..., -1] = 1.0
-        Ntot = float(np.prod(self.N_c))
-        dv = abs(np.linalg.det(self.cell_cv)) / Ntot
+        X = self._dual(v_feat)
         for at, (F, phase) in zip(self.atoms, self._spectra):
-            # sum_r dv v(r) g(r) = dv/N sum_G Re[conj(V) F phase] (irfftn convention)
-            x = mult * np.conj(V) * phase
-            dQ = np.real(np.tensordot(F, x, axes=(list(range(1, F.ndim)),
-                                                   list(range(x.ndim))))) * dv / Ntot
-            at.dEdQ_grid = getattr(at, "dEdQ_grid", np.zeros((self.nspins, NLCOMP)))
-            at.dEdQ_grid[s] += self.f * dQ
+            x = X * phase
+            at.dEdQ_grid[s] += np.real(np.tensordot(F, x, axes=(list(range(1, F.ndim)),
+                                                                 list(range(x.ndim)))))
 
     def compensation_position_derivative(self, s, v_feat):
         """dE/dR_a (natoms_here, 3) of the compensation functions moving with
         their atoms, v_feat = dE/dn_feat per volume (channel units)."""
-        import scipy.fft
-        V = scipy.fft.rfftn(v_feat)
-        mult = np.full(V.shape, 2.0)
-        mult[..., 0] = 1.0
-        if self.N_c[2] % 2 == 0:
-            mult[..., -1] = 1.0
-        Ntot = float(np.prod(self.N_c))
-        dv = abs(np.linalg.det(self.cell_cv)) / Ntot
-        Gv = self.xc._comp_cache[1]
+        X = self._dual(v_feat)
         out = np.zeros((len(self.atoms), 3))
         for i, (at, (F, phase)) in enumerate(zip(self.atoms, self._spectra)):
-            spec = np.tensordot(at.Q_sL[s], F, axes=(0, 0)) * phase * mult * np.conj(V)
+            spec = np.tensordot(at.Q_sL[s], F, axes=(0, 0)) * phase * X
             # d phase / dR = -i G phase
-            out[i] = np.real(np.tensordot(-1j * spec, Gv, axes=(list(range(spec.ndim)),
-                                                             list(range(spec.ndim)))))
-        return out * self.f * dv / Ntot
+            out[i] = np.real(np.tensordot(-1j * spec, self.Gv,
+                                          axes=(list(range(spec.ndim)),
+                                                list(range(spec.ndim)))))
+        return out
 
     def point_position_derivative(self, s, grad_px):
         """dE/dR_a from dE/dx_p of the radial points (grid-index units)."""
@@ -303,7 +296,7 @@ class PAWFeatures:
         for at in self.atoms:
             dDp = at.dEdDelta_sLg                    # w.r.t. Delta'_sLg (weights included)
             dQ = -(dDp[:, :NLCOMP] * at.g_Lg[None]).sum(-1)
-            dQ = dQ + getattr(at, "dEdQ_grid", 0.0)
+            dQ = dQ + at.dEdQ_grid
             dDelta = dDp.copy()
             dDelta[:, :NLCOMP] += dQ[:, :, None] * at.mom_Lg[None]
             dD_sLq = dDelta @ at.dnq_qg.T                    # (s, L, q)

@@ -345,7 +345,7 @@ class CiderXC(MGGA):
             super().calculate_impl(gd, n_sg, v_sg, e_g)
         finally:
             self.kernel.grid = None
-        results = self._onsite_eval(paw) if paw is not None else None
+        results = self._onsite_pass(paw, "eval") if paw is not None else None
         shape = v_sg.shape[1:]
         for s, vG, state, _nf, efac in ctx.pending:
             vGp = paw.point_sources(s) if paw is not None else None
@@ -410,9 +410,6 @@ class CiderXC(MGGA):
             self.kernel.paw = None
             paw.phase = None
         return out
-
-    def _onsite_eval(self, paw):
-        return self._onsite_pass(paw, "eval")
 
     def calculate_paw_correction(self, setup, D_sp, dEdD_sp=None, addcoredensity=True, a=None):
         if self.paw_features != "nonlocal" or self.functional.cider_x == 0.0:
