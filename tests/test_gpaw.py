@@ -394,14 +394,58 @@ def test_paw_consistent_potential_and_dEdD(spinpol):
     # GPAW's own radial gradient machinery (paw_features='local', same cell,
     # same perturbation) agrees with its finite difference only to 1.3e-9
     # absolute (1.8e-6 relative) spin-paired and 2.4e-8 (1e-5) spin-polarised;
-    # this mode measured 1.2e-6 and 2.6e-5 relative.  A missing or wrong
-    # compensation/point-source term is off by orders of magnitude more.
-    tol_D = 4e-5 if spinpol else 1e-5
-    assert abs(analytic_D - fd_D) < tol_D * abs(fd_D), (analytic_D, fd_D)
+    # this mode measured 1.5e-9 and 3.1e-8 absolute.  The feature terms' own
+    # chain (one-centre features, compensation moments) is exact to 1e-11
+    # (test_paw_onecentre_chain_is_exact); a missing or wrong term is off by
+    # orders of magnitude more than these bounds.
+    tol_D = 8e-8 if spinpol else 5e-9
+    assert abs(analytic_D - fd_D) < tol_D, (analytic_D, fd_D)
     # the on-site terms really respond to the grid density: without their
     # contribution the grid potential would be off by far more
     paw = xc.last_paw
     assert np.abs(paw.point_sources(0)).max() > 1e-6
+
+
+@pytest.mark.parametrize("spinpol", [False, True])
+def test_paw_onecentre_chain_is_exact(spinpol):
+    """dE/dD_sp of the one-centre features of Delta' = Delta - sum Q g
+    (through the partial-wave coefficients, the core and the compensation
+    moments) against a central difference of sum_p W_p G1_p(D) at fixed
+    point weights W and exponents, with Delta' rebuilt from the perturbed
+    D_sp.  This part has no GPAW radial-gradient floor: it is exact."""
+    from gpaw.sphere.lebedev import R_nv, Y_nL
+    from cider_xc.gpaw.paw import _Atom
+    calc = _si_paw_consistent(spinpol)
+    xc = calc.hamiltonian.xc
+    gd = calc.hamiltonian.finegd
+    xc.calculate(gd, calc.density.nt_sg.copy(), gd.zeros(len(calc.density.nt_sg)))
+    paw = xc.last_paw
+    nd, nf = len(R_nv), paw.nf
+    for at in paw.atoms:
+        at.dEdQ_grid[:] = 0.0              # the grid's dE/dQ is tested elsewhere
+    dEdD = paw.finish()
+    rng = np.random.default_rng(1)
+    for i, at in enumerate(paw.atoms):
+        ps = slice(paw.offsets[i], paw.offsets[i + 1])
+
+        def energy(D_sp):
+            new = _Atom(at.a, at.setup, D_sp, at.spos_c, paw.nspins)
+            new.set_shape(1.0 / np.sqrt(at.beta))
+            e = 0.0
+            for s in range(paw.nspins):
+                a = paw.a_spe[s, ps, :nf].reshape(nd, at.g_in, nf).transpose(2, 0, 1)
+                G1, _, _ = at.onecentre.forward(paw.f * new.coefficients(s, paw.nspins),
+                                                Y_nL, a)
+                W = paw.W_spe[s, ps, :nf].reshape(nd, at.g_in, nf).transpose(2, 0, 1)
+                e += (W * G1).sum()
+            return e
+
+        d = rng.standard_normal(at.D_sp.shape)
+        h = 1e-3                        # energy() is linear in D: no truncation error
+        fd = (energy(at.D_sp + h * d) - energy(at.D_sp - h * d)) / (2 * h)
+        analytic = (dEdD[at.a] * d).sum()
+        assert abs(fd) > 1e-4
+        assert abs(analytic - fd) < 1e-9 * abs(fd), (analytic, fd)
 
 
 def test_paw_consistent_compensation_moments():

@@ -17,8 +17,12 @@ core), so that points outside the spheres see the right charge and dipoles:
   points (PeriodicGaussianConvolver with a PointSet), at the exponents of
   the pseudo on-site density, so the on-site term cancels the grid term;
 * all-electron on-site term: the same interpolated features at the
-  all-electron exponents, plus the remainder Delta'^a = Delta^a - sum_L
-  Q^a_L g^a_L in its local approximation (pi/a)^{3/2} Delta'^a(r).
+  all-electron exponents, plus the features of the remainder
+  Delta'^a = Delta^a - sum_L Q^a_L g^a_L of its own atom, by the exact
+  one-centre convolution (descriptors/radial.py: Bessel expansion in
+  angle, exponent lattice as on the grid).  Delta'^a has no multipoles
+  l <= 2; what the grid points and the other atoms' radial points would
+  see of it is neglected.
 
 Radial points outside the region where Delta^a is nonzero carry equal
 all-electron and pseudo densities; there both terms use the local
@@ -38,6 +42,7 @@ from gpaw.sphere.lebedev import R_nv, Y_nL, weight_n
 from gpaw.sphere.spherical_harmonics import Y as solid_harmonic
 
 from ..descriptors.periodic import PointSet, half_complex_weights, reciprocal_vectors
+from ..descriptors.radial import RadialGaussianConvolver
 
 LCOMP = 2                       # compensation multipoles l <= LCOMP
 NLCOMP = (LCOMP + 1) ** 2
@@ -63,7 +68,6 @@ class _Atom:
         D_sLq = np.inner(D_sp, xcc.B_pqL.T)
         Delta = D_sLq @ self.dnq_qg                                  # (s, L, g)
         Delta[:, 0] += math.sqrt(4 * math.pi) / nspins * dcore_g
-        self.Delta_sLg = Delta
         # radial points where the correction density lives
         big = np.abs(self.dnq_qg).max(0) + np.abs(dcore_g)
         nz = np.nonzero(big > 1e-12 * big.max())[0]
@@ -75,8 +79,12 @@ class _Atom:
         # moment weights r^l r^2 dr
         self.mom_Lg = r[None, :] ** ls[:, None] * (r ** 2 * rgd.dr_g)[None, :]
         self.Q_sL = (Delta[:, :NLCOMP] * self.mom_Lg).sum(-1)
-        self.dEdDelta_sLg = np.zeros_like(Delta)          # filled by the eval pass
+        self.mom_Lq = self.mom_Lg @ self.dnq_qg.T        # dQ_L / dD_Lq
+        self.D_sLq = D_sLq
+        self.dcore_g = dcore_g
         self.dEdQ_grid = np.zeros((nspins, NLCOMP))      # filled after the adjoint
+        self.onecentre = None                            # RadialGaussianConvolver
+        self.oc_state = [None] * nspins
 
     def set_shape(self, rc):
         """Gaussian compensation functions g_l(r) = c_l r^l exp(-r^2/rc^2)
@@ -88,8 +96,22 @@ class _Atom:
         self.c_l = c_l
         self.g_Lg = (c_l[self.l_L][:, None] * r[None, :] ** self.l_L[:, None]
                      * np.exp(-self.beta * r ** 2)[None, :])
-        self.Dp_sLg = self.Delta_sLg.copy()
-        self.Dp_sLg[:, :NLCOMP] -= self.Q_sL[:, :, None] * self.g_Lg
+
+    def basis(self):
+        """Radial basis of Delta': the partial-wave products n_q - n~_q, the
+        core difference and the compensation shapes g_0, g_1, g_2."""
+        g_lg = self.g_Lg[[l * l for l in range(LCOMP + 1)]]
+        return np.concatenate([self.dnq_qg, self.dcore_g[None], g_lg])
+
+    def coefficients(self, s, nspins):
+        """C_Lb of Delta'_sL = sum_b C_Lb basis_b for spin s."""
+        nq = len(self.dnq_qg)
+        C = np.zeros((self.Lmax, nq + 2 + LCOMP))
+        C[:, :nq] = self.D_sLq[s]
+        C[0, nq] = math.sqrt(4 * math.pi) / nspins
+        for L in range(NLCOMP):
+            C[L, nq + 1 + self.l_L[L]] = -self.Q_sL[s, L]
+        return C
 
 
 class PAWFeatures:
@@ -127,6 +149,7 @@ class PAWFeatures:
             at = _Atom(a, setup, D_sp, spos_ac[a], self.nspins)
             rcut = min(setup.rcut_j) if len(setup.rcut_j) else 1.0
             at.set_shape(max(rcut / 3.0, rc_min))
+            at.onecentre = self._onecentre(at)
             self.atoms.append(at)
         # point layout: per atom, Lebedev direction n, radial index g < g_in
         self.offsets = np.cumsum([0] + [len(R_nv) * at.g_in for at in self.atoms])
@@ -145,6 +168,21 @@ class PAWFeatures:
             xp[self.offsets[i]:self.offsets[i + 1]] = (frac * self.N_c).reshape(-1, 3)
         self.xp = xp
 
+    def _onecentre(self, at):
+        """The one-centre convolver of Delta' (its tables depend only on the
+        setup, the compensation width and the exponent lattice: cached on
+        the CiderXC object)."""
+        cache = self.xc.__dict__.setdefault("_onecentre_cache", {})
+        key = (id(at.xcc), round(at.beta, 12), self.xc.exponent_ratio, at.g_in)
+        conv = cache.get(key)
+        if conv is None:
+            lmax = int(math.isqrt(at.Lmax - 1))
+            conv = RadialGaussianConvolver(at.rgd.r_g, at.rgd.r_g ** 2 * at.rgd.dr_g,
+                                           at.basis(), lmax, at.g_in,
+                                           ratio=self.xc.exponent_ratio)
+            cache[key] = conv
+        return conv
+
     def slot(self, n, ae):
         i = self.current
         at = self.atoms[i]
@@ -162,8 +200,18 @@ class PAWFeatures:
         return PointSet(self.xp, self.a_spe[s])
 
     def set_features(self, s, Gp, dGp):
+        """Grid features at the radial points, plus (all-electron entries)
+        the one-centre features of each atom's Delta'."""
         self.G_spe[s] = Gp
         self.dG_spe[s] = dGp
+        nd, nf = len(R_nv), self.nf
+        for i, at in enumerate(self.atoms):
+            ps = slice(self.offsets[i], self.offsets[i + 1])
+            a = self.a_spe[s, ps, :nf].reshape(nd, at.g_in, nf).transpose(2, 0, 1)
+            C = self.f * at.coefficients(s, self.nspins)
+            G1, dG1, at.oc_state[s] = at.onecentre.forward(C, Y_nL, a)
+            self.G_spe[s, ps, :nf] += G1.transpose(1, 2, 0).reshape(-1, nf)
+            self.dG_spe[s, ps, :nf] += dG1.transpose(1, 2, 0).reshape(-1, nf)
 
     def _shape_spectra(self):
         """(atom, L, G) analytic Fourier transforms of the compensation
@@ -266,10 +314,6 @@ class PAWFeatures:
         G[:, :gi] = self.G_spe[s, ps, es].T
         dG[:, :gi] = self.dG_spe[s, ps, es].T
         direct[:, :gi] = 0.0
-        if ae:
-            dp = self.f * (Y_nL[n, :at.Lmax] @ at.Dp_sLg[s][:, :gi])
-            G[:, :gi] += pref[:, :gi] * dp
-            dG[:, :gi] -= 1.5 * pref[:, :gi] * dp / a_ig[:, :gi]
         return G, dG, direct
 
     def store(self, n, ae, s, vG_ig, a_ig):
@@ -280,10 +324,6 @@ class PAWFeatures:
         sign = 1.0 if ae else -1.0
         w = sign * weight_n[n] * at.rgd.dv_g[:gi]
         self.W_spe[s, ps, es] = (vG_ig[:, :gi] * w[None, :]).T
-        if ae:
-            pref = (np.pi / a_ig[:, :gi]) ** 1.5
-            dEdDp = (vG_ig[:, :gi] * pref).sum(0) * w * self.f        # dE/dDelta'_s(n, g)
-            at.dEdDelta_sLg[s, :, :gi] += np.outer(Y_nL[n, :at.Lmax], dEdDp)
 
     def point_sources(self, s):
         return self.W_spe[s]
@@ -291,16 +331,21 @@ class PAWFeatures:
     # --- dE/dD of the feature terms ------------------------------------------
     def finish(self):
         """dE/dD_sp of the nonlocal-feature dependence on the correction
-        density (Delta' local term and the compensation moments)."""
+        density: the one-centre features of Delta' and the compensation
+        moments Q_L (which enter Delta' and the grid feature density)."""
         out = {}
-        for at in self.atoms:
-            dDp = at.dEdDelta_sLg                    # w.r.t. Delta'_sLg (weights included)
-            dQ = -(dDp[:, :NLCOMP] * at.g_Lg[None]).sum(-1)
-            dQ = dQ + at.dEdQ_grid
-            dDelta = dDp.copy()
-            dDelta[:, :NLCOMP] += dQ[:, :, None] * at.mom_Lg[None]
-            dD_sLq = dDelta @ at.dnq_qg.T                    # (s, L, q)
+        nd, nf = len(R_nv), self.nf
+        for i, at in enumerate(self.atoms):
+            ps = slice(self.offsets[i], self.offsets[i + 1])
+            nq = len(at.dnq_qg)
+            dD_sLq = np.zeros_like(at.D_sLq)
+            for s in range(self.nspins):
+                W = self.W_spe[s, ps, :nf].reshape(nd, at.g_in, nf).transpose(2, 0, 1)
+                dC = self.f * at.onecentre.adjoint(W, at.oc_state[s])
+                dQ = at.dEdQ_grid[s] - dC[np.arange(NLCOMP), nq + 1 + at.l_L]
+                dD_sLq[s] = dC[:, :nq]
+                dD_sLq[s, :NLCOMP] += dQ[:, None] * at.mom_Lq
             B = at.xcc.B_pqL
-            out[at.a] = np.inner(dD_sLq.transpose(0, 2, 1).reshape(len(dDelta), -1),
+            out[at.a] = np.inner(dD_sLq.transpose(0, 2, 1).reshape(len(dD_sLq), -1),
                                  B.reshape(len(B), -1))
         return out
