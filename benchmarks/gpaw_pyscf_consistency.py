@@ -6,7 +6,9 @@ first-order change E_xc^CIDER[n_PBE] - E_xc^PBE[n_PBE] of every system; the
 self-consistent change differs at second order)
 
 * in GPAW: plane waves, PAW, molecule and atoms in a large cubic box
-  (spin-polarised atoms with Hund's-rule moments), CiderXC vs GPAW's PBE
+  (spin-polarised atoms with Hund's-rule moments and integer occupations,
+  symmetry off so that C and O keep the non-spherical density that PySCF's
+  UKS atoms have), CiderXC vs GPAW's PBE
   through the same (legacy) code path;
 * in PySCF: def2-QZVP, grid level 4, density fitting, UKS for the atoms.
 
@@ -54,7 +56,11 @@ def gpaw_energy(symbols, positions, ecut, box, log):
     kw = dict(mode=PW(ecut), kpts=(1, 1, 1), txt=log, legacy_gpaw=True, maxiter=400,
               convergence={"energy": 1e-6, "density": 1e-5})
     if spin:
-        kw.update(hund=True, spinpol=True, occupations=FermiDirac(0.0, fixmagmom=True))
+        # symmetry off: the p shell of C and O is partly filled, and GPAW's
+        # cubic symmetrisation would average it into a spherical density;
+        # PySCF's UKS atom has integer occupations of one orientation
+        kw.update(hund=True, spinpol=True, occupations=FermiDirac(0.0, fixmagmom=True),
+                  symmetry="off")
     else:
         kw.update(occupations=FermiDirac(0.0))
     atoms.calc = GPAW(xc="PBE", **kw)
