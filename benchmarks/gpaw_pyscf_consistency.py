@@ -69,13 +69,20 @@ def gpaw_energy(symbols, positions, ecut, box, log):
                for variant, kw in VARIANTS.items()}
 
 
+def pyscf_basis(name):
+    """Core-valence sets (cc-pCVnZ) do not exist for H: it gets cc-pVnZ."""
+    if "pcv" in name.lower():
+        return {"H": name.lower().replace("pcv", "pv"), "default": name}
+    return name
+
+
 def pyscf_energy(symbols, positions, basis):
     """PBE energy and the CIDER - PBE energy difference at the PBE density (Ha)."""
     from pyscf import dft, gto
     import cider_xc
     from cider_xc.pyscf import fallback
     spin = MAGMOM[symbols[0]] if len(symbols) == 1 else 0
-    mol = gto.M(atom=list(zip(symbols, map(tuple, positions))), basis=basis,
+    mol = gto.M(atom=list(zip(symbols, map(tuple, positions))), basis=pyscf_basis(basis),
                 spin=spin, verbose=0)
     mf = (dft.UKS if spin else dft.RKS)(mol).density_fit()
     mf.grids.level = 4

@@ -74,8 +74,10 @@ class RadialGaussianConvolver:
         self.r_g = np.asarray(r_g, dtype=float)
         self.dv_g = np.asarray(dv_g, dtype=float)
         self.basis_bg = np.asarray(basis_bg, dtype=float)
-        # the basis lives inside the sphere: integrate only where it is nonzero
-        nz = np.nonzero(np.abs(self.basis_bg).max(0) > 0.0)[0]
+        # the basis lives inside the sphere: integrate only where it is
+        # nonzero (to 1e-14 of its largest value)
+        big = np.abs(self.basis_bg).max(0)
+        nz = np.nonzero(big > 1e-14 * big.max())[0]
         self.n_in = int(nz[-1]) + 1 if len(nz) else 1
         self.lmax = int(lmax)
         self.n_out = int(n_out)

@@ -220,7 +220,9 @@ class CiderXC(MGGA):
         PAW-consistent features (cider_xc.gpaw.paw): the on-site terms use
         the grid's FFT features interpolated to the radial points, the grid
         features include compensation functions with the multipole moments
-        of n^a - n~^a.
+        of n^a - n~^a, and the all-electron term adds the exact one-centre
+        features of the rest of n^a - n~^a.  More accurate (see the README
+        for the size); no stress yet.
     """
 
     def __init__(self, functional=None, exponent_ratio=1.3, stencil=2, onsite="local",
