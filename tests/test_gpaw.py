@@ -413,31 +413,27 @@ def test_paw_onecentre_chain_is_exact(spinpol):
     moments) against a central difference of sum_p W_p G1_p(D) at fixed
     point weights W and exponents, with Delta' rebuilt from the perturbed
     D_sp.  This part has no GPAW radial-gradient floor: it is exact."""
-    from gpaw.sphere.lebedev import R_nv, Y_nL
+    from gpaw.sphere.lebedev import Y_nL
     from cider_xc.gpaw.paw import _Atom
     calc = _si_paw_consistent(spinpol)
     xc = calc.hamiltonian.xc
     gd = calc.hamiltonian.finegd
     xc.calculate(gd, calc.density.nt_sg.copy(), gd.zeros(len(calc.density.nt_sg)))
     paw = xc.last_paw
-    nd, nf = len(R_nv), paw.nf
     for at in paw.atoms:
         at.dEdQ_grid[:] = 0.0              # the grid's dE/dQ is tested elsewhere
     dEdD = paw.finish()
     rng = np.random.default_rng(1)
     for i, at in enumerate(paw.atoms):
-        ps = slice(paw.offsets[i], paw.offsets[i + 1])
 
         def energy(D_sp):
             new = _Atom(at.a, at.setup, D_sp, at.spos_c, paw.nspins)
             new.set_shape(1.0 / np.sqrt(at.beta))
             e = 0.0
             for s in range(paw.nspins):
-                a = paw.a_spe[s, ps, :nf].reshape(nd, at.g_in, nf).transpose(2, 0, 1)
                 G1, _, _ = at.onecentre.forward(paw.f * new.coefficients(s, paw.nspins),
-                                                Y_nL, a)
-                W = paw.W_spe[s, ps, :nf].reshape(nd, at.g_in, nf).transpose(2, 0, 1)
-                e += (W * G1).sum()
+                                                Y_nL, paw.ae_entries(paw.a_spe, s, i))
+                e += (paw.ae_entries(paw.W_spe, s, i) * G1).sum()
             return e
 
         d = rng.standard_normal(at.D_sp.shape)

@@ -103,14 +103,17 @@ class _Atom:
         g_lg = self.g_Lg[[l * l for l in range(LCOMP + 1)]]
         return np.concatenate([self.dnq_qg, self.dcore_g[None], g_lg])
 
+    def comp_index(self):
+        """Basis index of the compensation shape g_l of each L < NLCOMP."""
+        return len(self.dnq_qg) + 1 + self.l_L
+
     def coefficients(self, s, nspins):
         """C_Lb of Delta'_sL = sum_b C_Lb basis_b for spin s."""
         nq = len(self.dnq_qg)
         C = np.zeros((self.Lmax, nq + 2 + LCOMP))
         C[:, :nq] = self.D_sLq[s]
         C[0, nq] = math.sqrt(4 * math.pi) / nspins
-        for L in range(NLCOMP):
-            C[L, nq + 1 + self.l_L[L]] = -self.Q_sL[s, L]
+        C[np.arange(NLCOMP), self.comp_index()] = -self.Q_sL[s]
         return C
 
 
@@ -172,7 +175,7 @@ class PAWFeatures:
         """The one-centre convolver of Delta' (its tables depend only on the
         setup, the compensation width and the exponent lattice: cached on
         the CiderXC object)."""
-        cache = self.xc.__dict__.setdefault("_onecentre_cache", {})
+        cache = self.xc._onecentre_cache
         key = (id(at.xcc), round(at.beta, 12), self.xc.exponent_ratio, at.g_in)
         conv = cache.get(key)
         if conv is None:
@@ -182,6 +185,15 @@ class PAWFeatures:
                                            ratio=self.xc.exponent_ratio)
             cache[key] = conv
         return conv
+
+    def ae_entries(self, X_spe, s, i):
+        """View (nf, direction, radial) of the all-electron entries of atom i
+        in a per-point array X_spe (spin, point, entry)."""
+        at = self.atoms[i]
+        ps = slice(self.offsets[i], self.offsets[i + 1])
+        view = X_spe[s, ps, :self.nf].reshape(len(R_nv), at.g_in, self.nf)
+        assert np.shares_memory(view, X_spe)     # writes through it must land
+        return view.transpose(2, 0, 1)
 
     def slot(self, n, ae):
         i = self.current
@@ -204,20 +216,18 @@ class PAWFeatures:
         the one-centre features of each atom's Delta'."""
         self.G_spe[s] = Gp
         self.dG_spe[s] = dGp
-        nd, nf = len(R_nv), self.nf
         for i, at in enumerate(self.atoms):
-            ps = slice(self.offsets[i], self.offsets[i + 1])
-            a = self.a_spe[s, ps, :nf].reshape(nd, at.g_in, nf).transpose(2, 0, 1)
             C = self.f * at.coefficients(s, self.nspins)
-            G1, dG1, at.oc_state[s] = at.onecentre.forward(C, Y_nL, a)
-            self.G_spe[s, ps, :nf] += G1.transpose(1, 2, 0).reshape(-1, nf)
-            self.dG_spe[s, ps, :nf] += dG1.transpose(1, 2, 0).reshape(-1, nf)
+            G1, dG1, at.oc_state[s] = at.onecentre.forward(
+                C, Y_nL, self.ae_entries(self.a_spe, s, i))
+            self.ae_entries(self.G_spe, s, i)[:] += G1
+            self.ae_entries(self.dG_spe, s, i)[:] += dG1
 
     def _shape_spectra(self):
         """(atom, L, G) analytic Fourier transforms of the compensation
         functions on the half-complex grid (rfftn layout, times N/volume)."""
         key = (tuple(self.N_c), self.cell_cv.tobytes())
-        cache = getattr(self.xc, "_comp_cache", None)
+        cache = self.xc._comp_cache
         if cache is not None and cache[0] == key:
             Gv, shapes = cache[1], cache[2]
         else:
@@ -334,15 +344,13 @@ class PAWFeatures:
         density: the one-centre features of Delta' and the compensation
         moments Q_L (which enter Delta' and the grid feature density)."""
         out = {}
-        nd, nf = len(R_nv), self.nf
         for i, at in enumerate(self.atoms):
-            ps = slice(self.offsets[i], self.offsets[i + 1])
             nq = len(at.dnq_qg)
             dD_sLq = np.zeros_like(at.D_sLq)
             for s in range(self.nspins):
-                W = self.W_spe[s, ps, :nf].reshape(nd, at.g_in, nf).transpose(2, 0, 1)
-                dC = self.f * at.onecentre.adjoint(W, at.oc_state[s])
-                dQ = at.dEdQ_grid[s] - dC[np.arange(NLCOMP), nq + 1 + at.l_L]
+                dC = self.f * at.onecentre.adjoint(self.ae_entries(self.W_spe, s, i),
+                                                   at.oc_state[s])
+                dQ = at.dEdQ_grid[s] - dC[np.arange(NLCOMP), at.comp_index()]
                 dD_sLq[s] = dC[:, :nq]
                 dD_sLq[s, :NLCOMP] += dQ[:, None] * at.mom_Lq
             B = at.xcc.B_pqL

@@ -243,6 +243,8 @@ class CiderXC(MGGA):
             raise ValueError("paw_features='nonlocal' needs onsite='local'")
         self.paw_features = paw_features
         self._paw_cache = {}
+        self._comp_cache = None          # compensation spectra (PAWFeatures)
+        self._onecentre_cache = {}       # one-centre convolvers per setup (PAWFeatures)
         self.last_paw = None
         self._keep_for_forces = None
         self._spos_ac = None
