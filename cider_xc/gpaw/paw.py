@@ -46,7 +46,11 @@ from ..descriptors.radial import RadialGaussianConvolver
 
 LCOMP = 2                       # compensation multipoles l <= LCOMP
 NLCOMP = (LCOMP + 1) ** 2
-BANDLIMIT = 20.0                # exp(-G_ny^2 rc^2 / 4) <= exp(-BANDLIMIT) on the grid
+# compensation width rc = max(r_cut / 3, rc_min) with exp(-G_ny^2 rc^2 / 4) <=
+# exp(-BANDLIMIT) at the grid's Nyquist wave number (aliased weight <= 6e-6).
+# The stress holds rc fixed: it is exact when r_cut / 3 sets the width (every
+# grid but very coarse ones); a warning is logged otherwise.
+BANDLIMIT = 12.0
 
 
 class _Atom:
@@ -152,6 +156,7 @@ class PAWFeatures:
             at = _Atom(a, setup, D_sp, spos_ac[a], self.nspins)
             rcut = min(setup.rcut_j) if len(setup.rcut_j) else 1.0
             at.set_shape(max(rcut / 3.0, rc_min))
+            at.grid_sets_width = rc_min > rcut / 3.0
             at.onecentre = self._onecentre(at)
             self.atoms.append(at)
         # point layout: per atom, Lebedev direction n, radial index g < g_in
@@ -163,13 +168,16 @@ class PAWFeatures:
         self.dG_spe = np.zeros_like(self.a_spe)
         self._spectra = None
         xp = np.empty((M, 3))
+        dxp = np.empty((M, 3))
         inv = np.linalg.inv(self.cell_cv)
         for i, at in enumerate(self.atoms):
             r = at.rgd.r_g[:at.g_in]
             cart = R_nv[:, None, :] * r[None, :, None]          # (n, g, 3)
             frac = at.spos_c[None, None, :] + cart @ inv
             xp[self.offsets[i]:self.offsets[i + 1]] = (frac * self.N_c).reshape(-1, 3)
+            dxp[self.offsets[i]:self.offsets[i + 1]] = cart.reshape(-1, 3)
         self.xp = xp
+        self.dxp = dxp               # Cartesian offsets of the points from their atom
 
     def _onecentre(self, at):
         """The one-centre convolver of Delta' (its tables depend only on the
@@ -303,6 +311,52 @@ class PAWFeatures:
                                           axes=(list(range(spec.ndim)),
                                                 list(range(spec.ndim)))))
         return out
+
+    def compensation_strain(self, s, v_feat):
+        """(3, 3) correction to the homogeneous strain derivative for the
+        compensation functions, v_feat = dE/dn_feat per volume (channel units).
+
+        Under the strain r -> (1 + eps) r the atoms move with the cell but
+        g(r - R_a) keeps its shape, while the homogeneous strain derivative
+        (PeriodicGaussianConvolver.strain_derivative) deforms it with the
+        cell (g -> g((1 + eps)^-1 x) / det).  The difference, at fixed r,
+        is delta_vw g + x_w d_v g (x = r - R_a), whose Fourier transform is
+        -G_v dF/dG_w for a transform F(G) (times the atom's phase)."""
+        X = self._dual(v_feat)
+        Gv = self.Gv
+        g2 = (Gv ** 2).sum(-1)
+        scale = float(np.prod(self.N_c)) / abs(np.linalg.det(self.cell_cv))
+        out = np.zeros((3, 3))
+        h = 1e-3
+        for at, (F, phase) in zip(self.atoms, self._spectra):
+            S = np.tensordot(at.Q_sL[s], F, axes=(0, 0))            # sum_L Q_L F_L
+            env = np.exp(-g2 / (4.0 * at.beta))
+            x = X * phase
+            for w in range(3):
+                # d/dG_w of the solid harmonics: central differences are exact
+                # for their (degree <= 2) polynomials
+                Gp, Gm = Gv.copy(), Gv.copy()
+                Gp[..., w] += h
+                Gm[..., w] -= h
+                dY = 0.0
+                for L in range(NLCOMP):
+                    l = int(math.isqrt(L))
+                    pre = 2.0 * math.pi ** 1.5 / (math.gamma(l + 1.5) * 2 ** l)
+                    dYL = (solid_harmonic(L, Gp[..., 0], Gp[..., 1], Gp[..., 2])
+                           - solid_harmonic(L, Gm[..., 0], Gm[..., 1], Gm[..., 2])) / (2 * h)
+                    dY = dY + (at.Q_sL[s, L] * (-1j) ** l * pre * scale) * dYL
+                dS = -Gv[..., w] / (2.0 * at.beta) * S + env * dY
+                for v in range(3):
+                    out[v, w] -= np.real(np.sum(x * Gv[..., v] * dS))
+        return out
+
+    def point_strain(self, grad_px):
+        """(3, 3) correction to the homogeneous strain derivative for the
+        radial points: they sit at R_a + d_p with fixed Cartesian offsets d_p,
+        not at (1 + eps)(R_a + d_p); grad_px = dE/dx_p (grid-index units)."""
+        inv = np.linalg.inv(self.cell_cv)
+        grad_pv = grad_px @ (inv * self.N_c[None, :]).T
+        return -grad_pv.T @ self.dxp
 
     def point_position_derivative(self, s, grad_px):
         """dE/dR_a from dE/dx_p of the radial points (grid-index units)."""

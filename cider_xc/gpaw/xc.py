@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 
 import numpy as np
 from gpaw.xc.libxc import LibXC
@@ -101,9 +102,50 @@ class CiderKernel:
                             if onsite == "pbe" and functional.cider_x != 0.0 else [])
         self.grid = None
         self.paw = None         # PAWFeatures during the on-site record/eval passes
+        self.model_tau = False  # no orbitals yet: tau from n and sigma (see calculate)
 
     def calculate(self, e_g, n_sg, dedn_sg, sigma_xg=None, dedsigma_xg=None,
                   tau_sg=None, dedtau_sg=None):
+        if self.model_tau:
+            if sigma_xg is None or tau_sg is None:
+                raise ValueError("CiderKernel needs sigma and tau (meta-GGA)")
+            return self._calculate_model_tau(e_g, n_sg, dedn_sg, sigma_xg, dedsigma_xg,
+                                             tau_sg, dedtau_sg)
+        return self._calculate(e_g, n_sg, dedn_sg, sigma_xg, dedsigma_xg, tau_sg, dedtau_sg)
+
+    def _calculate_model_tau(self, e_g, n_sg, dedn_sg, sigma_xg, dedsigma_xg, tau_sg,
+                             dedtau_sg):
+        """The functional at tau_s = tau_W,s + tau_unif,s (iso-orbital indicator 1).
+
+        Before the first wave functions exist GPAW hands meta-GGAs the
+        pseudo-core kinetic-energy density only (valence tau = 0), which
+        puts a trained model far outside its data and gives a poor initial
+        LCAO Hamiltonian.  Until orbitals exist the kernel therefore
+        evaluates the functional with tau replaced by this function of n
+        and sigma (a GGA), with its derivatives folded into dE/dn and
+        dE/dsigma; dE/dtau is 0, so the orbital-dependent term and GPAW's
+        kinetic-energy correction vanish.  Only the starting Hamiltonian
+        changes; the SCF result does not.
+        """
+        nspins = len(n_sg)
+        # spin channel s: tau_unif,s = 0.3 (6 pi^2)^{2/3} n_s^{5/3}; total (nspins=1): (3 pi^2)
+        c = 0.3 * (3.0 * np.pi ** 2 * (2.0 if nspins == 2 else 1.0)) ** (2.0 / 3.0)
+        n_pos = np.maximum(n_sg, 1e-30)
+        sig_ss = np.maximum(sigma_xg[::2], 0.0)          # sigma_00 (, sigma_11)
+        model_tau_sg = sig_ss / (8.0 * n_pos) + c * n_pos ** (5.0 / 3.0)
+        dtau_dn = -sig_ss / (8.0 * n_pos ** 2) + (5.0 / 3.0) * c * n_pos ** (2.0 / 3.0)
+        dtau_ds = 1.0 / (8.0 * n_pos)
+        small = n_sg <= 1e-30
+        model_tau_sg[small] = 0.0
+        dtau_dn[small] = 0.0
+        dtau_ds[small] = 0.0
+        self._calculate(e_g, n_sg, dedn_sg, sigma_xg, dedsigma_xg, model_tau_sg, dedtau_sg)
+        dedn_sg += dedtau_sg * dtau_dn
+        dedsigma_xg[::2] += dedtau_sg * dtau_ds
+        dedtau_sg[:] = 0.0
+
+    def _calculate(self, e_g, n_sg, dedn_sg, sigma_xg=None, dedsigma_xg=None,
+                   tau_sg=None, dedtau_sg=None):
         fn = self.functional
         nspins = len(n_sg)
         if sigma_xg is None or tau_sg is None:
@@ -223,10 +265,16 @@ class CiderXC(MGGA):
         of n^a - n~^a, and the all-electron term adds the exact one-centre
         features of the rest of n^a - n~^a.  More accurate (see the README
         for the size); no stress yet.
+    tau_guess : bool
+        Before the first wave functions exist (the initial LCAO
+        Hamiltonian) GPAW has no valence kinetic-energy density; with True
+        (default) the kernel then uses tau = tau_W + tau_unif, a function of
+        n and grad n (see CiderKernel._calculate_model_tau), instead of the
+        core-only tau GPAW passes.  Changes the starting guess only.
     """
 
     def __init__(self, functional=None, exponent_ratio=1.3, stencil=2, onsite="local",
-                 paw_features="local"):
+                 paw_features="local", tau_guess=True):
         import os
 
         import cider_xc
@@ -255,6 +303,7 @@ class CiderXC(MGGA):
         self.name = "CIDER"
         self._conv = None
         self.timings = {"features": 0.0, "calls": 0}
+        self.tau_guess = bool(tau_guess)
 
     # --- GPAW's XC object contract -------------------------------------
     def todict(self):
@@ -328,6 +377,23 @@ class CiderXC(MGGA):
             self._conv = (key, PeriodicGaussianConvolver(gd.cell_cv, gd.N_c,
                                                          self.exponent_ratio))
         return self._conv[1]
+
+    def _orbitals_available(self):
+        """Whether GPAW can build tau from wave functions (else it passes 0)."""
+        if self.fixed_ke:
+            return True
+        kpt_u = getattr(self.wfs, "kpt_u", None)
+        if not kpt_u:
+            return True
+        kpt = kpt_u[0]
+        return kpt.f_n is not None and isinstance(getattr(kpt, "psit_nG", None), np.ndarray)
+
+    def process_mgga(self, e_g, nt_sg, v_sg, sigma_xg, dedsigma_xg):
+        self.kernel.model_tau = self.tau_guess and not self._orbitals_available()
+        try:
+            super().process_mgga(e_g, nt_sg, v_sg, sigma_xg, dedsigma_xg)
+        finally:
+            self.kernel.model_tau = False
 
     def calculate_impl(self, gd, n_sg, v_sg, e_g):
         t0 = time.perf_counter()
@@ -436,24 +502,47 @@ class CiderXC(MGGA):
         features held at their strained values, plus the strain derivative
         of the features themselves (their Gaussian filters change with the
         reciprocal lattice): see PeriodicGaussianConvolver.strain_derivative.
-        Not implemented for paw_features='nonlocal'.
+        With paw_features='nonlocal' the on-site energies depend on the
+        strain through the features at their radial points: the homogeneous
+        strain derivative covers the feature density and the points carried
+        along with the cell, and two corrections account for the
+        compensation functions and radial grids keeping their shape
+        (PAWFeatures.compensation_strain, PAWFeatures.point_strain).  The
+        density matrices, hence the on-site densities, are held fixed, as
+        in GPAW's stress.
         """
-        if self.paw_features == "nonlocal" and self.functional.cider_x != 0.0:
-            raise NotImplementedError(
-                "the stress with CiderXC(paw_features='nonlocal') is not implemented yet; "
-                "use paw_features='local' for stress and cell relaxations")
         gd = self.gd
         ctx = _GridContext(gd, self._convolver(gd))
+        paw = None
+        if self.paw_features == "nonlocal" and self.functional.cider_x != 0.0:
+            paw = self._onsite_record(gd, len(n_sg))
+        ctx.paw = paw
         self.kernel.grid = ctx
         try:
             stress_vv = super().stress_tensor_contribution(n_sg, skip_sum=True)
         finally:
             self.kernel.grid = None
+        if paw is not None:
+            self._onsite_pass(paw, "eval")
+            coarse = sorted({at.setup.symbol for at in paw.atoms if at.grid_sets_width})
+            if coarse:
+                warnings.warn(
+                    f"CiderXC stress: the grid is too coarse for compensation functions of "
+                    f"width r_cut/3 ({', '.join(coarse)}), so their width follows the grid "
+                    "spacing and the stress misses its strain dependence; use a higher "
+                    "plane-wave cutoff for accurate stresses", RuntimeWarning, stacklevel=2)
         shape = n_sg.shape[1:]
         extra_vv = np.zeros((3, 3))
         for s, vG, state, n_feat, efac in ctx.pending:
             vG_full = ctx.full_stack(efac * vG, shape)
-            extra_vv += ctx.conv.strain_derivative(n_feat, vG_full, state)
+            vGp = paw.point_sources(s) if paw is not None else None
+            extra_vv += ctx.conv.strain_derivative(n_feat, vG_full, state, vGp=vGp)
+            if paw is not None:
+                v_feat = ctx.conv.adjoint(vG_full, state, vGp=vGp)
+                extra_vv += paw.compensation_strain(s, v_feat)
+                extra_vv += paw.point_strain(ctx.conv.point_gradient(n_feat, vGp, state))
+        if paw is not None:            # only symmetric strains are physical
+            extra_vv = 0.5 * (extra_vv + extra_vv.T)
         # every rank holds the full-grid result: add it once before the sum
         if gd.comm.rank == 0:
             stress_vv += extra_vv
