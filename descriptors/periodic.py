@@ -214,33 +214,56 @@ def _entry_sum(k, p, j, w, coef):
     return s
 
 
-@numba.njit(cache=True)
-def _interp_point(D, x, wx, wy, wz):
-    n0, n1, n2 = D.shape
-    i0, i1, i2 = _stencil(x, wx, wy, wz)
+@numba.njit(parallel=True, cache=True)
+def _point_stencils(xp, n0, n1, n2, idx, wts):
+    """Wrapped grid indices idx (M, 3, 4) and cubic B-spline weights wts
+    (M, 3, 4) of every point (grid-index coordinates): made once per call,
+    used for every lattice exponent."""
+    for p in numba.prange(len(xp)):
+        wx = np.empty(4)
+        wy = np.empty(4)
+        wz = np.empty(4)
+        i0, i1, i2 = _stencil(xp[p], wx, wy, wz)
+        for a in range(4):
+            idx[p, 0, a] = (i0 - 1 + a) % n0
+            idx[p, 1, a] = (i1 - 1 + a) % n1
+            idx[p, 2, a] = (i2 - 1 + a) % n2
+            wts[p, 0, a] = wx[a]
+            wts[p, 1, a] = wy[a]
+            wts[p, 2, a] = wz[a]
+
+
+@numba.njit(cache=True, inline="always")
+def _interp_stencil(D, idx, wts, p):
     val = 0.0
     for a in range(4):
-        ia = (i0 - 1 + a) % n0
+        ia = idx[p, 0, a]
+        wa = wts[p, 0, a]
         for b in range(4):
-            ib = (i1 - 1 + b) % n1
-            wab = wx[a] * wy[b]
+            ib = idx[p, 1, b]
+            wab = wa * wts[p, 1, b]
             for c in range(4):
-                val += wab * wz[c] * D[ia, ib, (i2 - 1 + c) % n2]
+                val += wab * wts[p, 2, c] * D[ia, ib, idx[p, 2, c]]
     return val
 
 
 @numba.njit(parallel=True, cache=True)
-def _accumulate_points(k, D, xp, kp, j, w, dw, val, dval):
+def _accumulate_points(k, D, idx, wts, kp, j, w, dw, val, dval):
     """Add D_k interpolated at point p to every entry e of p whose stencil
-    contains k.  kp[p] = (first, last) lattice index any entry of p needs."""
+    contains k.  kp[p] = (first, last) lattice index any entry of p needs;
+    idx, wts: _point_stencils."""
     M, E = j.shape
     for p in numba.prange(M):
         if k < kp[p, 0] or k > kp[p, 1]:
             continue
-        wx = np.empty(4)
-        wy = np.empty(4)
-        wz = np.empty(4)
-        v = _interp_point(D, xp[p], wx, wy, wz)
+        needed = False               # the entries' windows may leave gaps
+        for e in range(E):
+            if 0 <= k - j[p, e] < NQ:
+                needed = True
+                break
+        if not needed:
+            continue
+        v = _interp_stencil(D, idx, wts, p)
         for e in range(E):
             q = k - j[p, e]
             if 0 <= q < NQ:
@@ -249,27 +272,23 @@ def _accumulate_points(k, D, xp, kp, j, w, dw, val, dval):
 
 
 @numba.njit(cache=True)
-def _scatter_points(k, xp, kp, j, w, coef, out):
+def _scatter_points(k, idx, wts, kp, j, w, coef, out):
     """Transpose of _accumulate_points: out += sum_e coef[p,e] w_pek L_p."""
     M = j.shape[0]
-    n0, n1, n2 = out.shape
-    wx = np.empty(4)
-    wy = np.empty(4)
-    wz = np.empty(4)
     for p in range(M):
         if k < kp[p, 0] or k > kp[p, 1]:
             continue
         s = _entry_sum(k, p, j, w, coef)
         if s == 0.0:
             continue
-        i0, i1, i2 = _stencil(xp[p], wx, wy, wz)
         for a in range(4):
-            ia = (i0 - 1 + a) % n0
+            ia = idx[p, 0, a]
+            wa = s * wts[p, 0, a]
             for b in range(4):
-                ib = (i1 - 1 + b) % n1
-                wab = s * wx[a] * wy[b]
+                ib = idx[p, 1, b]
+                wab = wa * wts[p, 1, b]
                 for c in range(4):
-                    out[ia, ib, (i2 - 1 + c) % n2] += wab * wz[c]
+                    out[ia, ib, idx[p, 2, c]] += wab * wts[p, 2, c]
 
 
 @numba.njit(cache=True)
@@ -420,6 +439,9 @@ class PeriodicGaussianConvolver:
                 kmin, kmax = min(kmin, int(kp[:, 0].min())), max(kmax, int(kp[:, 1].max()))
             Dp = np.zeros((M, E))
             dDp = np.zeros((M, E))
+            idx = np.empty((M, 3, 4), dtype=np.int64)
+            wts = np.empty((M, 3, 4))
+            _point_stencils(points.xp, shape[0], shape[1], shape[2], idx, wts)
         perm, ptr = _buckets(j, kmin, kmax - kmin + 1)
         nG = scipy.fft.rfftn(n_g, workers=self.workers)
         D = np.zeros((nf, N))
@@ -430,14 +452,14 @@ class PeriodicGaussianConvolver:
             if points is not None and M:
                 Ck = scipy.fft.irfftn(nG * (self._filter(k) * self._prefilter()), s=shape,
                                       workers=self.workers)
-                _accumulate_points(k, Ck, points.xp, kp, jp, wp, dwp, Dp, dDp)
+                _accumulate_points(k, Ck, idx, wts, kp, jp, wp, dwp, Dp, dDp)
         self.n_convolutions = kmax - kmin + 1
         pref = (np.pi / a) ** 1.5
         G = pref * D
         dG = pref * (dD - 1.5 * D / a)
         if points is not None:
             prefp = (np.pi / points.a) ** 1.5
-            pts = (points.xp, kp, jp, wp, prefp)
+            pts = (points.xp, kp, jp, wp, prefp, idx, wts)
         state = (a, pref, perm, ptr, w, kmin, kmax, pts)
         G, dG = G.reshape((nf,) + shape), dG.reshape((nf,) + shape)
         if points is None:
@@ -455,7 +477,7 @@ class PeriodicGaussianConvolver:
         if vGp is not None:
             if pts is None:
                 raise ValueError("point sources given but the forward call had no points")
-            xp, kp, jp, wp, prefp = pts
+            xp, kp, jp, wp, prefp, idx, wts = pts
             coefp = np.ascontiguousarray(np.asarray(vGp, dtype=float) * prefp / self.dv)
         u = np.empty(N)
         up = np.empty(self.N_c) if vGp is not None and len(xp) else None
@@ -464,7 +486,7 @@ class PeriodicGaussianConvolver:
             U = scipy.fft.rfftn(u.reshape(self.N_c), workers=self.workers)
             if up is not None:
                 up[:] = 0.0
-                _scatter_points(k, xp, kp, jp, wp, coefp, up)
+                _scatter_points(k, idx, wts, kp, jp, wp, coefp, up)
                 U += scipy.fft.rfftn(up, workers=self.workers) * self._prefilter()
             yield k, U
 
@@ -485,7 +507,7 @@ class PeriodicGaussianConvolver:
         a, pref, perm, ptr, w, kmin, kmax, pts = state
         if pts is None:
             raise ValueError("the forward call had no points")
-        xp, kp, jp, wp, prefp = pts
+        xp, kp, jp, wp, prefp = pts[:5]
         coef = np.ascontiguousarray(np.asarray(vGp, dtype=float) * prefp)
         out = np.zeros((len(xp), 3))
         nG = scipy.fft.rfftn(n_g, workers=self.workers)

@@ -11,15 +11,15 @@ pseudo-core density, the same array GPAW gives every XC functional) and are
 computed by FFT (:mod:`cider_xc.descriptors.periodic`); the adjoint
 potential is added to v_sg.
 
-PAW on-site corrections (radial grids inside the augmentation spheres) use
-the *local* approximation of the nonlocal features,
-
-    G_i(r) ~ n(r) (pi / a_i(r))^{3/2},
-
-the leading term of their gradient expansion (exact in the uniform gas),
-for both the all-electron and the pseudo partial densities.  The smooth
-part outside and inside the spheres keeps the full nonlocal features of the
-pseudo-density.  See the README for the size of this approximation.
+PAW on-site corrections (radial grids inside the augmentation spheres), by
+default (``paw_features='nonlocal'``, :mod:`cider_xc.gpaw.paw`): every term
+sees the features of one density, the pseudo-density plus compensation
+functions carrying the multipoles of n^a - n~^a, interpolated from the FFT
+grid to the radial points, plus the exact one-centre features of the rest of
+n^a - n~^a in the all-electron term.  ``paw_features='local'`` is the older,
+cheaper and much less accurate treatment: both on-site terms use the local
+approximation G_i(r) ~ n(r) (pi / a_i(r))^{3/2} (exact in the uniform gas
+only).  See the README for the size of both approximations.
 """
 from __future__ import annotations
 
@@ -102,50 +102,9 @@ class CiderKernel:
                             if onsite == "pbe" and functional.cider_x != 0.0 else [])
         self.grid = None
         self.paw = None         # PAWFeatures during the on-site record/eval passes
-        self.model_tau = False  # no orbitals yet: tau from n and sigma (see calculate)
 
     def calculate(self, e_g, n_sg, dedn_sg, sigma_xg=None, dedsigma_xg=None,
                   tau_sg=None, dedtau_sg=None):
-        if self.model_tau:
-            if sigma_xg is None or tau_sg is None:
-                raise ValueError("CiderKernel needs sigma and tau (meta-GGA)")
-            return self._calculate_model_tau(e_g, n_sg, dedn_sg, sigma_xg, dedsigma_xg,
-                                             tau_sg, dedtau_sg)
-        return self._calculate(e_g, n_sg, dedn_sg, sigma_xg, dedsigma_xg, tau_sg, dedtau_sg)
-
-    def _calculate_model_tau(self, e_g, n_sg, dedn_sg, sigma_xg, dedsigma_xg, tau_sg,
-                             dedtau_sg):
-        """The functional at tau_s = tau_W,s + tau_unif,s (iso-orbital indicator 1).
-
-        Before the first wave functions exist GPAW hands meta-GGAs the
-        pseudo-core kinetic-energy density only (valence tau = 0), which
-        puts a trained model far outside its data and gives a poor initial
-        LCAO Hamiltonian.  Until orbitals exist the kernel therefore
-        evaluates the functional with tau replaced by this function of n
-        and sigma (a GGA), with its derivatives folded into dE/dn and
-        dE/dsigma; dE/dtau is 0, so the orbital-dependent term and GPAW's
-        kinetic-energy correction vanish.  Only the starting Hamiltonian
-        changes; the SCF result does not.
-        """
-        nspins = len(n_sg)
-        # spin channel s: tau_unif,s = 0.3 (6 pi^2)^{2/3} n_s^{5/3}; total (nspins=1): (3 pi^2)
-        c = 0.3 * (3.0 * np.pi ** 2 * (2.0 if nspins == 2 else 1.0)) ** (2.0 / 3.0)
-        n_pos = np.maximum(n_sg, 1e-30)
-        sig_ss = np.maximum(sigma_xg[::2], 0.0)          # sigma_00 (, sigma_11)
-        model_tau_sg = sig_ss / (8.0 * n_pos) + c * n_pos ** (5.0 / 3.0)
-        dtau_dn = -sig_ss / (8.0 * n_pos ** 2) + (5.0 / 3.0) * c * n_pos ** (2.0 / 3.0)
-        dtau_ds = 1.0 / (8.0 * n_pos)
-        small = n_sg <= 1e-30
-        model_tau_sg[small] = 0.0
-        dtau_dn[small] = 0.0
-        dtau_ds[small] = 0.0
-        self._calculate(e_g, n_sg, dedn_sg, sigma_xg, dedsigma_xg, model_tau_sg, dedtau_sg)
-        dedn_sg += dedtau_sg * dtau_dn
-        dedsigma_xg[::2] += dedtau_sg * dtau_ds
-        dedtau_sg[:] = 0.0
-
-    def _calculate(self, e_g, n_sg, dedn_sg, sigma_xg=None, dedsigma_xg=None,
-                   tau_sg=None, dedtau_sg=None):
         fn = self.functional
         nspins = len(n_sg)
         if sigma_xg is None or tau_sg is None:
@@ -255,26 +214,20 @@ class CiderXC(MGGA):
         nonlocal features (default), or with PBE exchange in place of the
         CIDER exchange (only to measure how much the on-site treatment
         matters).
-    paw_features : 'local' or 'nonlocal'
-        'local': the on-site terms use the local approximation of the
-        features for both partial densities (the pseudo-density's grid
-        features inside the spheres are then not cancelled).  'nonlocal':
-        PAW-consistent features (cider_xc.gpaw.paw): the on-site terms use
-        the grid's FFT features interpolated to the radial points, the grid
-        features include compensation functions with the multipole moments
-        of n^a - n~^a, and the all-electron term adds the exact one-centre
-        features of the rest of n^a - n~^a.  More accurate (see the README
-        for the size); no stress yet.
-    tau_guess : bool
-        Before the first wave functions exist (the initial LCAO
-        Hamiltonian) GPAW has no valence kinetic-energy density; with True
-        (default) the kernel then uses tau = tau_W + tau_unif, a function of
-        n and grad n (see CiderKernel._calculate_model_tau), instead of the
-        core-only tau GPAW passes.  Changes the starting guess only.
+    paw_features : 'nonlocal' (default) or 'local'
+        'nonlocal': PAW-consistent features (cider_xc.gpaw.paw): the on-site
+        terms use the grid's FFT features interpolated to the radial
+        points, the grid features include compensation functions with the
+        multipole moments of n^a - n~^a, and the all-electron term adds the
+        exact one-centre features of the rest of n^a - n~^a.  'local': the
+        on-site terms use the local approximation of the features for both
+        partial densities (the pseudo-density's grid features inside the
+        spheres are then not cancelled): about 2.5x cheaper per SCF
+        iteration and off by 1-2 eV per atom in total energies (README).
     """
 
     def __init__(self, functional=None, exponent_ratio=1.3, stencil=2, onsite="local",
-                 paw_features="local", tau_guess=True):
+                 paw_features="nonlocal"):
         import os
 
         import cider_xc
@@ -303,7 +256,6 @@ class CiderXC(MGGA):
         self.name = "CIDER"
         self._conv = None
         self.timings = {"features": 0.0, "calls": 0}
-        self.tau_guess = bool(tau_guess)
 
     # --- GPAW's XC object contract -------------------------------------
     def todict(self):
@@ -377,23 +329,6 @@ class CiderXC(MGGA):
             self._conv = (key, PeriodicGaussianConvolver(gd.cell_cv, gd.N_c,
                                                          self.exponent_ratio))
         return self._conv[1]
-
-    def _orbitals_available(self):
-        """Whether GPAW can build tau from wave functions (else it passes 0)."""
-        if self.fixed_ke:
-            return True
-        kpt_u = getattr(self.wfs, "kpt_u", None)
-        if not kpt_u:
-            return True
-        kpt = kpt_u[0]
-        return kpt.f_n is not None and isinstance(getattr(kpt, "psit_nG", None), np.ndarray)
-
-    def process_mgga(self, e_g, nt_sg, v_sg, sigma_xg, dedsigma_xg):
-        self.kernel.model_tau = self.tau_guess and not self._orbitals_available()
-        try:
-            super().process_mgga(e_g, nt_sg, v_sg, sigma_xg, dedsigma_xg)
-        finally:
-            self.kernel.model_tau = False
 
     def calculate_impl(self, gd, n_sg, v_sg, e_g):
         t0 = time.perf_counter()
