@@ -23,35 +23,71 @@ The radial functions f_L are linear combinations of a fixed basis phi_beta
 (for PAW: the partial-wave products, the core density and the compensation
 shapes), so the lattice tables T[k, l, beta, j] = int K_l(b_k; r_j, r')
 phi_beta(r') r'^2 dr' * (b_k/pi)^{3/2} depend only on the basis and are
-computed once per exponent.  Plain numpy/scipy; no GPAW here.
+computed once per exponent.  numpy and numba; no GPAW here.
 """
 from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
-import scipy.special
 
 from .periodic import B0, NQ, _weights
 
 NO_FLOOR = -1.0e9          # no clamping of the exponent lattice (f is compact)
 
 
-def scaled_sph_in(l, x):
-    """exp(-x) i_l(x) for x >= 0 (no overflow), i_l the modified spherical
-    Bessel function of the first kind."""
+_X_SERIES = 12.0           # power series below, upward recurrence from i_0, i_1 above
+
+
+@numba.njit(cache=True)
+def _scaled_sph_in_all(lmax, x, out):
+    """out[l, i] = exp(-x_i) i_l(x_i), l = 0..lmax, x_i >= 0.
+
+    x < 12: the power series i_l(x) = x^l/(2l+1)!! sum_k (x^2/2)^k /
+    (k! (2l+3)(2l+5)...(2l+2k+1)) (positive terms, no cancellation);
+    x >= 12: closed forms of i_0, i_1 scaled by exp(-x) and the upward
+    recurrence i_{l+1} = i_{l-1} - (2l+1)/x i_l (stable for x > l^2)."""
+    for i in range(len(x)):
+        xi = x[i]
+        if xi < _X_SERIES:
+            ex = math.exp(-xi)
+            y = 0.5 * xi * xi
+            pw = 1.0
+            for l in range(lmax + 1):
+                if l > 0:
+                    pw *= xi / (2 * l + 1)
+                term = 1.0
+                total = 1.0
+                k = 0
+                while term > 1e-17 * total:
+                    k += 1
+                    term *= y / (k * (2 * l + 2 * k + 1))
+                    total += term
+                out[l, i] = ex * pw * total
+        else:
+            e2 = math.exp(-2.0 * xi)
+            out[0, i] = (1.0 - e2) / (2.0 * xi)
+            if lmax >= 1:
+                out[1, i] = (0.5 * (1.0 + e2) - out[0, i]) / xi
+            for l in range(1, lmax):
+                out[l + 1, i] = out[l - 1, i] - (2 * l + 1) / xi * out[l, i]
+
+
+def scaled_sph_in_all(lmax, x):
+    """exp(-x) i_l(x) for l = 0..lmax (array (lmax+1,) + x.shape), x >= 0:
+    modified spherical Bessel functions of the first kind without overflow."""
     x = np.asarray(x, dtype=float)
-    out = np.empty_like(x)
-    small = x < 1e-3
-    xs = x[small]
-    # series: i_l(x) = x^l / (2l+1)!! (1 + x^2 / (2 (2l+3)) + ...)
-    dfact = float(scipy.special.factorial2(2 * l + 1))
-    out[small] = (xs ** l / dfact * (1.0 + xs * xs / (2 * (2 * l + 3))
-                                     + xs ** 4 / (8 * (2 * l + 3) * (2 * l + 5)))
-                  * np.exp(-xs))
-    xb = x[~small]
-    out[~small] = np.sqrt(np.pi / (2.0 * xb)) * scipy.special.ive(l + 0.5, xb)
-    return out
+    if np.any(x < 0):
+        raise ValueError("scaled_sph_in needs x >= 0")
+    out = np.empty((int(lmax) + 1, x.size))
+    _scaled_sph_in_all(int(lmax), np.ascontiguousarray(x).reshape(-1), out)
+    return out.reshape((int(lmax) + 1,) + x.shape)
+
+
+def scaled_sph_in(l, x):
+    """exp(-x) i_l(x) for x >= 0 (no overflow)."""
+    return scaled_sph_in_all(l, x)[l]
 
 
 class RadialGaussianConvolver:
@@ -98,8 +134,9 @@ class RadialGaussianConvolver:
             gauss = np.exp(-b * (r_out[:, None] - r_in[None, :]) ** 2)
             norm = 4.0 * np.pi * (b / np.pi) ** 1.5
             T = np.empty((self.lmax + 1, len(w_bg), self.n_out))
+            S = scaled_sph_in_all(self.lmax, x)                    # (l, j, g)
             for l in range(self.lmax + 1):
-                K = norm * gauss * scaled_sph_in(l, x)             # (j, g)
+                K = norm * gauss * S[l]                            # (j, g)
                 T[l] = w_bg @ K.T
             self._tables[k] = T
         return T

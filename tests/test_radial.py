@@ -82,10 +82,13 @@ def test_onecentre_exponent_derivative_and_adjoint():
 
 def test_scaled_bessel_and_errors():
     import scipy.special
-    x = np.array([0.0, 1e-5, 0.3, 2.0, 40.0])
+    # both branches (series below 12, recurrence above) and their seam
+    x = np.concatenate([[0.0, 1e-5, 0.3, 2.0, 40.0, 700.0], np.linspace(0.0, 30.0, 3001)])
     for l in range(5):
         ref = scipy.special.spherical_in(l, x) * np.exp(-x)
         assert np.allclose(scaled_sph_in(l, x), ref, rtol=1e-12, atol=1e-300)
+    with pytest.raises(ValueError, match=">= 0"):
+        scaled_sph_in(0, [-1.0])
     conv, r, coef, Y, a = _setup(1.3)
     with pytest.raises(ValueError, match="positive"):
         conv.forward(coef, Y, -a)
