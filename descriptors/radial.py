@@ -120,6 +120,7 @@ class RadialGaussianConvolver:
         self.ratio = float(ratio)
         self.inv_logr = 1.0 / math.log(self.ratio)
         self._tables = {}
+        self._stack = None
 
     def table(self, k):
         """T[l, beta, j] = (b/pi)^{3/2} int K_l(b; r_j, r') phi_beta(r') r'^2 dr'
@@ -140,6 +141,14 @@ class RadialGaussianConvolver:
                 T[l] = w_bg @ K.T
             self._tables[k] = T
         return T
+
+    def stacked(self, kmin, kmax):
+        """The tables of k = kmin..kmax as one array (k, l, beta, j), kept
+        for the last range asked for (the SCF asks for the same range)."""
+        key = (kmin, kmax)
+        if self._stack is None or self._stack[0] != key:
+            self._stack = (key, np.stack([self.table(k) for k in range(kmin, kmax + 1)]))
+        return self._stack[1]
 
     def forward(self, coef_Lb, Y_nL, a_enj):
         """Features of f_L = sum_beta coef_Lb[L, beta] phi_beta.
@@ -165,13 +174,15 @@ class RadialGaussianConvolver:
         _weights(flat, NO_FLOOR, self.inv_logr, j, w, dw)
         kmin, kmax = int(j.min()), int(j.max()) + NQ - 1
         l_L = np.array([math.isqrt(L) for L in range(nL)])
-        Y = np.asarray(Y_nL)[:, :nL]
-        # D_k(n, j) for every lattice exponent the stencils touch
-        Dk = np.empty((kmax - kmin + 1, nd, nj))
-        for k in range(kmin, kmax + 1):
-            T = self.table(k)                                        # (l, beta, j)
-            f_Lj = np.einsum("Lb,Lbj->Lj", coef_Lb, T[l_L])
-            Dk[k - kmin] = Y @ f_Lj
+        Y = np.ascontiguousarray(np.asarray(Y_nL)[:, :nL])
+        # D_k(n, j) for every lattice exponent the stencils touch, all k at
+        # once: f_kLj = sum_b coef_Lb T[k, l, b, j] per l shell, then Y
+        T = self.stacked(kmin, kmax)                                 # (k, l, b, j)
+        f = np.empty((len(T), nL, nj))
+        for l in range(math.isqrt(nL - 1) + 1):
+            Ls = slice(l * l, min(nL, (l + 1) ** 2))
+            f[:, Ls] = np.matmul(coef_Lb[Ls], T[:, l])
+        Dk = np.matmul(Y, f)                                         # (k, n, j)
         idx = (j - kmin)[..., None] + np.arange(NQ)                  # (E, P, NQ)
         pidx = np.arange(nd * nj)[None, :, None]
         Dflat = Dk.reshape(len(Dk), -1)
@@ -193,9 +204,13 @@ class RadialGaussianConvolver:
         flat = (idx * P + np.arange(P)[None, :, None]).reshape(-1)
         A = np.bincount(flat, weights=src.reshape(-1),
                         minlength=(kmax - kmin + 1) * P).reshape(-1, nd, nj)
-        out = np.zeros((len(l_L), self.basis_bg.shape[0]))
-        for k in range(kmin, kmax + 1):
-            A_Lj = Y.T @ A[k - kmin]                                 # (L, j)
-            T = self.table(k)
-            out += np.einsum("Lj,Lbj->Lb", A_Lj, T[l_L])
+        A_Lj = np.matmul(Y.T, A)                                    # (k, L, j)
+        T = self.stacked(kmin, kmax)                                # (k, l, b, j)
+        K = len(T)
+        out = np.empty((len(l_L), self.basis_bg.shape[0]))
+        for l in range(math.isqrt(len(l_L) - 1) + 1):
+            Ls = slice(l * l, min(len(l_L), (l + 1) ** 2))
+            a2 = A_Lj[:, Ls].transpose(1, 0, 2).reshape(-1, K * nj)
+            t2 = T[:, l].transpose(1, 0, 2).reshape(-1, K * nj)
+            out[Ls] = a2 @ t2.T
         return out

@@ -43,6 +43,7 @@ from gpaw.sphere.spherical_harmonics import Y as solid_harmonic
 
 from ..descriptors.periodic import PointSet, half_complex_weights, reciprocal_vectors
 from ..descriptors.radial import RadialGaussianConvolver
+from .radial import RadialVariables, channel_inputs, evaluate_kernel
 
 LCOMP = 2                       # compensation multipoles l <= LCOMP
 NLCOMP = (LCOMP + 1) ** 2
@@ -124,12 +125,12 @@ class _Atom:
 class PAWFeatures:
     """One grid call's on-site bookkeeping (see the module docstring).
 
-    Sequence: ``record`` pass (GPAW's radial machinery with the kernel in
-    record mode: exponents of every radial point), ``points(s)`` and
-    ``compensation(s)`` for the spin channel's FFT call, ``set_features``,
-    the ``eval`` pass (energies, dE/dD through GPAW's radial machinery,
-    dE/dG of the points), ``point_sources(s)`` for the adjoint,
-    ``compensation_derivative(s, v_feat)`` and ``finish()``.
+    Sequence: ``add_atoms`` (radial densities of every atom on all Lebedev
+    directions, cider_xc.gpaw.radial, and the exponents of every radial
+    point), ``points(s)`` and ``compensation(s)`` for the spin channel's
+    FFT call, ``set_features``, ``evaluate(kernel)`` (energies and dE/dD
+    of the on-site terms, dE/dG of the points), ``point_sources(s)`` for
+    the adjoint, ``compensation_derivative(s, v_feat)`` and ``finish()``.
     """
 
     def __init__(self, xc, gd, nspins, nf):
@@ -137,9 +138,7 @@ class PAWFeatures:
         self.nspins = nspins
         self.f = 2.0 if nspins == 2 else 1.0       # channel density = f n_s
         self.nf = nf
-        self.phase = None
         self.atoms = []
-        self.current = None
         self.N_c = np.array(gd.N_c)
         self.cell_cv = gd.cell_cv
         h = np.linalg.norm(gd.cell_cv, axis=1) / gd.N_c
@@ -158,6 +157,11 @@ class PAWFeatures:
             at.set_shape(max(rcut / 3.0, rc_min))
             at.grid_sets_width = rc_min > rcut / 3.0
             at.onecentre = self._onecentre(at)
+            if at.xcc.nc_corehole_g is not None:
+                raise ValueError(f"atom {a} ({setup.symbol}): core-hole setups are not "
+                                 "supported with paw_features='nonlocal'")
+            # n, sigma, tau on every radial point of both partial densities
+            at.rv = {ae: RadialVariables(self.xc, at.xcc, at.D_sp, ae) for ae in (True, False)}
             self.atoms.append(at)
         # point layout: per atom, Lebedev direction n, radial index g < g_in
         self.offsets = np.cumsum([0] + [len(R_nv) * at.g_in for at in self.atoms])
@@ -178,6 +182,16 @@ class PAWFeatures:
             dxp[self.offsets[i]:self.offsets[i + 1]] = cart.reshape(-1, 3)
         self.xp = xp
         self.dxp = dxp               # Cartesian offsets of the points from their atom
+        # exponents of the entries: the kernel's own exponents of the radial
+        # points (channel_inputs + FeatureChain.exponents, as in CiderKernel)
+        chain = self.xc.functional.chain
+        for i, at in enumerate(self.atoms):
+            for ae, rv in at.rv.items():
+                for s in range(self.nspins):
+                    a_i = chain.exponents(*channel_inputs(rv.n_sng, rv.sigma_xng,
+                                                          rv.tau_sng, s))[0]
+                    self.entries(self.a_spe, s, i, ae)[:] = \
+                        a_i.reshape((self.nf,) + rv.shape)[:, :, :at.g_in]
 
     def _onecentre(self, at):
         """The one-centre convolver of Delta' (its tables depend only on the
@@ -194,26 +208,18 @@ class PAWFeatures:
             cache[key] = conv
         return conv
 
-    def ae_entries(self, X_spe, s, i):
-        """View (nf, direction, radial) of the all-electron entries of atom i
-        in a per-point array X_spe (spin, point, entry)."""
+    def entries(self, X_spe, s, i, ae=True):
+        """View (nf, direction, radial) of the all-electron (ae) or pseudo
+        entries of atom i in a per-point array X_spe (spin, point, entry)."""
         at = self.atoms[i]
         ps = slice(self.offsets[i], self.offsets[i + 1])
-        view = X_spe[s, ps, :self.nf].reshape(len(R_nv), at.g_in, self.nf)
+        e0 = 0 if ae else self.nf
+        view = X_spe[s, ps, e0:e0 + self.nf].reshape(len(R_nv), at.g_in, self.nf)
         assert np.shares_memory(view, X_spe)     # writes through it must land
         return view.transpose(2, 0, 1)
 
-    def slot(self, n, ae):
-        i = self.current
-        at = self.atoms[i]
-        p0 = self.offsets[i] + n * at.g_in
-        e0 = (0 if ae else 1) * self.nf
-        return at, slice(p0, p0 + at.g_in), slice(e0, e0 + self.nf)
-
-    # --- record pass ------------------------------------------------------
-    def record(self, n, ae, s, a_ig):
-        at, ps, es = self.slot(n, ae)
-        self.a_spe[s, ps, es] = a_ig[:, :at.g_in].T
+    def ae_entries(self, X_spe, s, i):
+        return self.entries(X_spe, s, i, True)
 
     # --- FFT call of spin channel s --------------------------------------
     def points(self, s):
@@ -365,29 +371,55 @@ class PAWFeatures:
         return np.array([grad_pv[self.offsets[i]:self.offsets[i + 1]].sum(0)
                          for i in range(len(self.atoms))])
 
-    # --- eval pass --------------------------------------------------------
-    def features(self, n, ae, s, a_ig, nch):
-        """G, dG/da (nf, ng) at the radial points of direction n, and the
-        direct dG/dn_ch (local approximation outside the correction region)."""
-        at, ps, es = self.slot(n, ae)
+    # --- on-site evaluation -------------------------------------------------
+    def evaluate(self, kernel):
+        """The on-site terms of every atom with the features of this call
+        (after the FFT call): {a: [D_sp, E_a, dE_a/dD_sp]} of GPAW's PAW
+        correction E[n^a] - E[n~^a] - e_xc0 (the feature parts of dE/dD are
+        added by :meth:`finish`), and the point weights dE/dG for the
+        adjoint (:meth:`point_sources`)."""
+        out = {}
+        try:
+            for i, at in enumerate(self.atoms):
+                E = -at.xcc.e_xc0
+                dEdD_sp = np.zeros_like(at.D_sp)
+                for ae, rv in at.rv.items():
+                    kernel.radial = (self, i, ae)
+                    e, dE = rv.energy_and_derivative(*evaluate_kernel(kernel, rv))
+                    E += e
+                    dEdD_sp += dE
+                out[at.a] = [at.D_sp, E, dEdD_sp]
+        finally:
+            kernel.radial = None
+        return out
+
+    def features(self, i, ae, s, a_ig, nch):
+        """G, dG/da (nf, points) on every radial point (direction-major) of
+        one partial density of atom i, and the direct dG/dn_ch (local
+        approximation outside the correction region, where the all-electron
+        and pseudo densities are equal and their terms cancel)."""
+        at = self.atoms[i]
         gi = at.g_in
         pref = (np.pi / a_ig) ** 1.5
         G = nch[None, :] * pref
         dG = -1.5 * G / a_ig
         direct = pref.copy()
-        G[:, :gi] = self.G_spe[s, ps, es].T
-        dG[:, :gi] = self.dG_spe[s, ps, es].T
-        direct[:, :gi] = 0.0
+        shape = (self.nf, len(R_nv), -1)
+        G.reshape(shape)[:, :, :gi] = self.entries(self.G_spe, s, i, ae)
+        dG.reshape(shape)[:, :, :gi] = self.entries(self.dG_spe, s, i, ae)
+        direct.reshape(shape)[:, :, :gi] = 0.0
         return G, dG, direct
 
-    def store(self, n, ae, s, vG_ig, a_ig):
-        """vG_ig: d(e_g)/dG per volume at the radial points of direction n
-        (e_g as written to GPAW: spin factor and CIDER fraction included)."""
-        at, ps, es = self.slot(n, ae)
+    def store(self, i, ae, s, vG_ig):
+        """vG_ig: d(e_g)/dG per volume (nf, points) on the radial points of
+        one partial density of atom i (e_g as written to GPAW: spin factor
+        and CIDER fraction included)."""
+        at = self.atoms[i]
         gi = at.g_in
         sign = 1.0 if ae else -1.0
-        w = sign * weight_n[n] * at.rgd.dv_g[:gi]
-        self.W_spe[s, ps, es] = (vG_ig[:, :gi] * w[None, :]).T
+        w_ng = sign * weight_n[:, None] * at.rgd.dv_g[None, :gi]
+        vG = vG_ig.reshape(self.nf, len(R_nv), -1)[:, :, :gi]
+        self.entries(self.W_spe, s, i, ae)[:] = vG * w_ng[None]
 
     def point_sources(self, s):
         return self.W_spe[s]

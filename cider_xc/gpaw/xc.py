@@ -32,6 +32,7 @@ from gpaw.xc.libxc import LibXC
 from gpaw.xc.mgga import MGGA
 
 from ..descriptors.periodic import PeriodicGaussianConvolver
+from .radial import channel_inputs, paw_correction
 
 _TERM = re.compile(r"^\s*(?:([0-9.eE+-]+)\s*\*\s*)?([A-Za-z0-9_]+)\s*$")
 
@@ -101,7 +102,7 @@ class CiderKernel:
         self._onsite_pbe = ([(functional.cider_x, LibXC("GGA_X_PBE"))]
                             if onsite == "pbe" and functional.cider_x != 0.0 else [])
         self.grid = None
-        self.paw = None         # PAWFeatures during the on-site record/eval passes
+        self.radial = None      # (PAWFeatures, atom index, all-electron?) on site
 
     def calculate(self, e_g, n_sg, dedn_sg, sigma_xg=None, dedsigma_xg=None,
                   tau_sg=None, dedtau_sg=None):
@@ -117,20 +118,12 @@ class CiderKernel:
         dedtau_sg[:] = 0.0
         cx = fn.cider_x
         parts = self.parts
-        paw = self.paw if self.grid is None else None
-        if paw is not None and paw.phase == "record":
-            parts = []                     # only the exponents are wanted
+        radial = self.radial if self.grid is None else None
         if self.grid is None and self.onsite == "pbe":
             parts = parts + self._onsite_pbe    # PBE exchange instead of CIDER on site
             cx = 0.0
         for s in range(nspins if cx != 0.0 else 0):
-            if nspins == 1:
-                n, sig, tau = n_sg[0], sigma_xg[0], tau_sg[0]
-            else:
-                n, sig, tau = 2.0 * n_sg[s], 4.0 * sigma_xg[2 * s], 2.0 * tau_sg[s]
-            n = np.maximum(n, 0.0).reshape(-1)
-            sig = np.maximum(sig, 0.0).reshape(-1)
-            tau = np.maximum(tau, 0.0).reshape(-1)
+            n, sig, tau = channel_inputs(n_sg, sigma_xg, tau_sg, s)
             a_i, a_derivs = fn.chain.exponents(n, sig, tau)
             efac = 0.5 if nspins == 2 else 1.0       # e_g = efac * cx * exc(channel)
             if self.grid is not None:
@@ -153,14 +146,12 @@ class CiderKernel:
                 # energy of this channel = efac * int vG dG[n_full]
                 ctx.pending.append((s, cx * res.vG, state, n_full, efac))
                 vdirect = 0.0
-            elif paw is not None and paw.phase == "record":
-                paw.record(paw.xc.n, paw.xc.ae, s, a_i)
-                continue
-            elif paw is not None:
-                G, dG, direct = paw.features(paw.xc.n, paw.xc.ae, s, a_i, n)
+            elif radial is not None:
+                paw, i, ae = radial
+                G, dG, direct = paw.features(i, ae, s, a_i, n)
                 res = fn.exchange(n, sig, tau, G, dG, a_derivs)
                 vdirect = (res.vG * direct).sum(axis=0)
-                paw.store(paw.xc.n, paw.xc.ae, s, efac * cx * res.vG, a_i)
+                paw.store(i, ae, s, efac * cx * res.vG)
             else:
                 pref = (np.pi / a_i) ** 1.5
                 G = n[None, :] * pref
@@ -342,7 +333,7 @@ class CiderXC(MGGA):
         ctx = _GridContext(gd, self._convolver(gd))
         paw = None
         if self.paw_features == "nonlocal" and self.functional.cider_x != 0.0:
-            paw = self._onsite_record(gd, len(n_sg))
+            paw = self._onsite_prepare(gd, len(n_sg))
         ctx.paw = paw
         self.last_paw = paw                      # for diagnostics and tests
         self.kernel.grid = ctx
@@ -350,7 +341,7 @@ class CiderXC(MGGA):
             super().calculate_impl(gd, n_sg, v_sg, e_g)
         finally:
             self.kernel.grid = None
-        results = self._onsite_pass(paw, "eval") if paw is not None else None
+        results = paw.evaluate(self.kernel) if paw is not None else None
         shape = v_sg.shape[1:]
         for s, vG, state, _nf, efac in ctx.pending:
             vGp = paw.point_sources(s) if paw is not None else None
@@ -390,36 +381,22 @@ class CiderXC(MGGA):
             out[a] = buf
         return out
 
-    def _onsite_record(self, gd, nspins):
+    def _onsite_prepare(self, gd, nspins):
+        """PAWFeatures of this call: every atom's radial densities and the
+        exponents of its radial points (needed by the FFT call)."""
         from .paw import PAWFeatures
         if self._density is None or self._spos_ac is None:
             raise RuntimeError("CiderXC(paw_features='nonlocal') was not initialized "
                                "with a density and atomic positions")
         paw = PAWFeatures(self, gd, nspins, self.functional.settings.n_nonlocal)
         paw.add_atoms(self.wfs.setups, self._all_D_asp(), self._spos_ac)
-        self._onsite_pass(paw, "record")
         return paw
-
-    def _onsite_pass(self, paw, phase):
-        """GPAW's radial MGGA machinery with the kernel in record/eval mode."""
-        paw.phase = phase
-        self.kernel.paw = paw
-        out = {}
-        try:
-            for i, at in enumerate(paw.atoms):
-                paw.current = i
-                dEdD_sp = np.zeros_like(at.D_sp) if phase == "eval" else None
-                E = MGGA.calculate_paw_correction(self, at.setup, at.D_sp, dEdD_sp, a=at.a)
-                out[at.a] = [at.D_sp, E, dEdD_sp]
-        finally:
-            self.kernel.paw = None
-            paw.phase = None
-        return out
 
     def calculate_paw_correction(self, setup, D_sp, dEdD_sp=None, addcoredensity=True, a=None):
         if self.paw_features != "nonlocal" or self.functional.cider_x == 0.0:
-            return super().calculate_paw_correction(setup, D_sp, dEdD_sp,
-                                                    addcoredensity=addcoredensity, a=a)
+            # GPAW's MGGA radial expansion, on all Lebedev directions at once
+            return paw_correction(self, self.kernel, setup, D_sp, dEdD_sp,
+                                  addcoredensity=addcoredensity)
         entry = self._paw_cache.get(a)
         if entry is None or not addcoredensity or not np.array_equal(entry[0], D_sp):
             raise RuntimeError(
@@ -450,7 +427,7 @@ class CiderXC(MGGA):
         ctx = _GridContext(gd, self._convolver(gd))
         paw = None
         if self.paw_features == "nonlocal" and self.functional.cider_x != 0.0:
-            paw = self._onsite_record(gd, len(n_sg))
+            paw = self._onsite_prepare(gd, len(n_sg))
         ctx.paw = paw
         self.kernel.grid = ctx
         try:
@@ -458,7 +435,7 @@ class CiderXC(MGGA):
         finally:
             self.kernel.grid = None
         if paw is not None:
-            self._onsite_pass(paw, "eval")
+            paw.evaluate(self.kernel)
             coarse = sorted({at.setup.symbol for at in paw.atoms if at.grid_sets_width})
             if coarse:
                 warnings.warn(
