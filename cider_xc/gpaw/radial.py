@@ -117,8 +117,9 @@ class RadialVariables:
         tau_npg, taut_npg = kinetic_tables(xc, xcc)
         self.tau_npg = tau_npg if ae else taut_npg
         tauc_g = (xcc.tauc_g if ae else xcc.tauct_g) / (SQRT4PI * nspins)
+        # (n, s, g) by a broadcast matmul (no copy of the large tau_npg)
         self.tau_sng = np.ascontiguousarray(
-            np.einsum("sp,npg->sng", D_sp, self.tau_npg, optimize=True) + tauc_g)
+            np.matmul(D_sp, self.tau_npg).transpose(1, 0, 2)) + tauc_g
         self.shape = (nn, ng)
 
     def energy_and_derivative(self, e_ng, dedn_sng, dedsigma_xng, dedtau_sng):
@@ -150,8 +151,8 @@ class RadialVariables:
         dEdD_sqL += np.einsum("nLv,vsnq->sqL", wrY, B_vsnq, optimize=True)
         B = xcc.B_pqL
         dEdD_sp = np.inner(dEdD_sqL.reshape(nspins, -1), B.reshape(len(B), -1))
-        dEdD_sp += np.einsum("sng,npg->sp", dedtau_sng * (w_n[:, None] * rgd.dv_g),
-                             self.tau_npg, optimize=True)
+        X_nsg = (dedtau_sng * (w_n[:, None] * rgd.dv_g)).transpose(1, 0, 2)
+        dEdD_sp += np.matmul(X_nsg, self.tau_npg.transpose(0, 2, 1)).sum(0)
         return self.sign * E, self.sign * dEdD_sp
 
 
