@@ -90,6 +90,35 @@ def scaled_sph_in(l, x):
     return scaled_sph_in_all(l, x)[l]
 
 
+@numba.njit(cache=True)
+def _lattice_gather(j, w, dw, kmin, D_kp, out, dout):
+    """out[e, p] = sum_q w[e, p, q] D_kp[j[e, p] - kmin + q, p] (and dout with dw)."""
+    E, P = j.shape
+    for e in range(E):
+        for p in range(P):
+            k0 = j[e, p] - kmin
+            s = 0.0
+            ds = 0.0
+            for q in range(NQ):
+                v = D_kp[k0 + q, p]
+                s += w[e, p, q] * v
+                ds += dw[e, p, q] * v
+            out[e, p] = s
+            dout[e, p] = ds
+
+
+@numba.njit(cache=True)
+def _lattice_scatter(j, w, src, kmin, A_kp):
+    """Transpose of _lattice_gather: A_kp[j[e, p] - kmin + q, p] += w[e, p, q] src[e, p]."""
+    E, P = j.shape
+    for e in range(E):
+        for p in range(P):
+            k0 = j[e, p] - kmin
+            c = src[e, p]
+            for q in range(NQ):
+                A_kp[k0 + q, p] += w[e, p, q] * c
+
+
 class RadialGaussianConvolver:
     """Features of sum_L f_L(r) Y_L at points (r_j, direction n) of one
     centre, with per-point exponents.
@@ -143,11 +172,13 @@ class RadialGaussianConvolver:
         return T
 
     def stacked(self, kmin, kmax):
-        """The tables of k = kmin..kmax as one array (k, l, beta, j), kept
+        """The tables of k = kmin..kmax as one array (l, beta, k, j), kept
         for the last range asked for (the SCF asks for the same range)."""
         key = (kmin, kmax)
         if self._stack is None or self._stack[0] != key:
-            self._stack = (key, np.stack([self.table(k) for k in range(kmin, kmax + 1)]))
+            # layout (l, beta, k, j): T[l] reshapes to (beta, k * j) without a copy
+            self._stack = (key, np.ascontiguousarray(np.stack(
+                [self.table(k) for k in range(kmin, kmax + 1)], axis=2)))
         return self._stack[1]
 
     def forward(self, coef_Lb, Y_nL, a_enj):
@@ -177,40 +208,36 @@ class RadialGaussianConvolver:
         Y = np.ascontiguousarray(np.asarray(Y_nL)[:, :nL])
         # D_k(n, j) for every lattice exponent the stencils touch, all k at
         # once: f_kLj = sum_b coef_Lb T[k, l, b, j] per l shell, then Y
-        T = self.stacked(kmin, kmax)                                 # (k, l, b, j)
-        f = np.empty((len(T), nL, nj))
+        T = self.stacked(kmin, kmax)                                 # (l, b, k, j)
+        K = kmax - kmin + 1
+        f = np.empty((K, nL, nj))
         for l in range(math.isqrt(nL - 1) + 1):
             Ls = slice(l * l, min(nL, (l + 1) ** 2))
-            f[:, Ls] = np.matmul(coef_Lb[Ls], T[:, l])
+            fl = coef_Lb[Ls] @ T[l].reshape(len(T[l]), -1)          # (m, k * j)
+            f[:, Ls] = fl.reshape(-1, K, nj).transpose(1, 0, 2)
         Dk = np.matmul(Y, f)                                         # (k, n, j)
-        idx = (j - kmin)[..., None] + np.arange(NQ)                  # (E, P, NQ)
-        pidx = np.arange(nd * nj)[None, :, None]
-        Dflat = Dk.reshape(len(Dk), -1)
-        vals = Dflat[idx, pidx]
-        D = (w * vals).sum(-1)
-        dD = (dw * vals).sum(-1)
+        D = np.empty(flat.shape)
+        dD = np.empty(flat.shape)
+        _lattice_gather(j, w, dw, kmin, Dk.reshape(len(Dk), -1), D, dD)
         pref = (np.pi / flat) ** 1.5
         G = pref * D
         dG = pref * (dD - 1.5 * D / flat)
-        state = (idx, w, pref, kmin, kmax, l_L, Y, (nd, nj))
+        state = (j, w, pref, kmin, kmax, l_L, Y, (nd, nj))
         return G.reshape(E, nd, nj), dG.reshape(E, nd, nj), state
 
     def adjoint(self, vG_enj, state):
         """dE/dcoef_Lb from vG = dE/dG (E, ndir, n_out) at fixed exponents."""
-        idx, w, pref, kmin, kmax, l_L, Y, (nd, nj) = state
+        j, w, pref, kmin, kmax, l_L, Y, (nd, nj) = state
         v = np.asarray(vG_enj, dtype=float).reshape(len(w), -1)
-        src = (v * pref)[..., None] * w                            # (E, P, NQ)
-        P = nd * nj
-        flat = (idx * P + np.arange(P)[None, :, None]).reshape(-1)
-        A = np.bincount(flat, weights=src.reshape(-1),
-                        minlength=(kmax - kmin + 1) * P).reshape(-1, nd, nj)
+        A = np.zeros((kmax - kmin + 1, nd * nj))
+        _lattice_scatter(j, w, np.ascontiguousarray(v * pref), kmin, A)
+        A = A.reshape(-1, nd, nj)
         A_Lj = np.matmul(Y.T, A)                                    # (k, L, j)
-        T = self.stacked(kmin, kmax)                                # (k, l, b, j)
-        K = len(T)
+        T = self.stacked(kmin, kmax)                                # (l, b, k, j)
+        K = kmax - kmin + 1
         out = np.empty((len(l_L), self.basis_bg.shape[0]))
         for l in range(math.isqrt(len(l_L) - 1) + 1):
             Ls = slice(l * l, min(len(l_L), (l + 1) ** 2))
             a2 = A_Lj[:, Ls].transpose(1, 0, 2).reshape(-1, K * nj)
-            t2 = T[:, l].transpose(1, 0, 2).reshape(-1, K * nj)
-            out[Ls] = a2 @ t2.T
+            out[Ls] = a2 @ T[l].reshape(len(T[l]), -1).T
         return out
