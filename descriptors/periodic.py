@@ -98,20 +98,64 @@ def _hermite6(f, scale, w, dw):
     dw[3] += (-6.0 * f2 + 6.0 * f) * scale
 
 
+@numba.njit(cache=True, inline="always")
+def _hermite_q(f, scale, q):
+    """Weight and scale * d/df of lattice value q (0..5) of _hermite6: the
+    same arithmetic for one entry, for kernels that keep only f and scale."""
+    f2 = f * f
+    f3 = f2 * f
+    h10 = f3 - 2.0 * f2 + f
+    h11 = f3 - f2
+    d10 = 3.0 * f2 - 4.0 * f + 1.0
+    d11 = 3.0 * f2 - 2.0 * f
+    w = h10 * _S0[q] + h11 * _S1[q]
+    dw = (d10 * _S0[q] + d11 * _S1[q]) * scale
+    if q == 2:
+        w += 2.0 * f3 - 3.0 * f2 + 1.0
+        dw += (6.0 * f2 - 6.0 * f) * scale
+    elif q == 3:
+        w += -2.0 * f3 + 3.0 * f2
+        dw += (-6.0 * f2 + 6.0 * f) * scale
+    return w, dw
+
+
+@numba.njit(cache=True, inline="always")
+def _lattice_coord(a, tfloor, inv_logr):
+    """First stencil index j - 2, fraction f and slope scale d t/d a (0 where
+    the exponent is clamped to the floor) of one exponent a."""
+    t = math.log(a / B0) * inv_logr
+    clamped = t < tfloor
+    if clamped:
+        t = tfloor
+    j = math.floor(t)
+    scale = 0.0 if clamped else inv_logr / a
+    return j - 2, t - j, scale
+
+
 @numba.njit(parallel=True, cache=True)
 def _weights(a, tfloor, inv_logr, j_out, w_out, dw_out):
     """First stencil index j and weights w, dw/da per (feature, point)."""
     nf, N = a.shape
-    for i in range(nf):
-        for g in numba.prange(N):
-            t = math.log(a[i, g] / B0) * inv_logr
-            clamped = t < tfloor
-            if clamped:
-                t = tfloor
-            j = math.floor(t)
-            scale = 0.0 if clamped else inv_logr / a[i, g]
-            _hermite6(t - j, scale, w_out[i, g], dw_out[i, g])
-            j_out[i, g] = j - 2
+    for n in numba.prange(nf * N):
+        i = n // N
+        g = n - i * N
+        j, f, scale = _lattice_coord(a[i, g], tfloor, inv_logr)
+        _hermite6(f, scale, w_out[i, g], dw_out[i, g])
+        j_out[i, g] = j
+
+
+@numba.njit(parallel=True, cache=True)
+def _lattice_coords(a, tfloor, inv_logr, j_out, f_out, s_out):
+    """Compact form of _weights: first stencil index j, fraction f and slope
+    scale s per (feature, point); the weights are _hermite_q(f, s, q)."""
+    nf, N = a.shape
+    for n in numba.prange(nf * N):
+        i = n // N
+        g = n - i * N
+        j, f, scale = _lattice_coord(a[i, g], tfloor, inv_logr)
+        j_out[i, g] = j
+        f_out[i, g] = f
+        s_out[i, g] = scale
 
 
 @numba.njit(cache=True)
@@ -136,9 +180,9 @@ def _buckets(j, kmin, nk):
 
 
 @numba.njit(cache=True)
-def _accumulate(k, kmin, D, perm, ptr, w, dw, val, dval):
+def _accumulate(k, kmin, D, perm, ptr, f, s, val, dval):
     """Add the lattice value D_k to every (feature, point) whose stencil
-    contains k (first index j in k-NQ+1 .. k)."""
+    contains k (first index j in k-NQ+1 .. k); f, s: _lattice_coords."""
     N = D.shape[0]
     for jj in range(k - NQ + 1, k + 1):
         b = jj - kmin
@@ -149,12 +193,13 @@ def _accumulate(k, kmin, D, perm, ptr, w, dw, val, dval):
             p = perm[t]
             i = p // N
             g = p - i * N
-            val[i, g] += w[i, g, q] * D[g]
-            dval[i, g] += dw[i, g, q] * D[g]
+            w, dw = _hermite_q(f[i, g], s[i, g], q)
+            val[i, g] += w * D[g]
+            dval[i, g] += dw * D[g]
 
 
 @numba.njit(cache=True)
-def _gather(k, kmin, perm, ptr, w, coef, out):
+def _gather(k, kmin, perm, ptr, f, coef, out):
     """out[g] = sum_i coef[i, g] w_ik(g): the source of convolution k."""
     N = out.shape[0]
     out[:] = 0.0
@@ -167,7 +212,8 @@ def _gather(k, kmin, perm, ptr, w, coef, out):
             p = perm[t]
             i = p // N
             g = p - i * N
-            out[g] += w[i, g, q] * coef[i, g]
+            w, _ = _hermite_q(f[i, g], 0.0, q)
+            out[g] += w * coef[i, g]
 
 
 # --- features at off-grid points (PAW radial grids) -------------------------
@@ -179,6 +225,22 @@ def _gather(k, kmin, perm, ptr, w, coef, out):
 # cost beyond one inverse FFT).  One position serves several entries
 # (exponents), e.g. the all-electron and pseudo on-site densities and every
 # feature.
+#
+# The point kernels work on blocks of KB consecutive lattice exponents at
+# once: the block's C_k are stacked as (n0, n1, n2, KB), so the KB values of
+# one stencil node are one contiguous 64-byte line, and every point walks
+# its 64 nodes once per block (not once per k), with a short vectorisable
+# loop over the block's k.  The points are visited sorted by their stencil
+# cell (consecutive points share nodes, the block stays in cache).  The
+# scatter (adjoint) writes into the stacked buffer; in parallel it runs
+# over slabs of the first grid index in two colours (slabs of one colour
+# never write the same node: race-free, and the result does not depend on
+# the number of threads).
+
+KB = 8               # lattice exponents per block of the point kernels
+POINT_CHUNK = 256    # points per parallel task of the point kernels
+SLAB_MIN = 3         # slabs of the scatter: >= 3 planes (a stencil spans 4)
+
 
 @numba.njit(cache=True)
 def _bspline4(t, w):
@@ -191,107 +253,6 @@ def _bspline4(t, w):
 
 
 @numba.njit(cache=True)
-def _stencil(x, wx, wy, wz):
-    """First node (minus 1) and B-spline weights of a point x (3,) in
-    grid-index coordinates; returns the integer parts i0, i1, i2."""
-    i0 = math.floor(x[0])
-    i1 = math.floor(x[1])
-    i2 = math.floor(x[2])
-    _bspline4(x[0] - i0, wx)
-    _bspline4(x[1] - i1, wy)
-    _bspline4(x[2] - i2, wz)
-    return i0, i1, i2
-
-
-@numba.njit(cache=True)
-def _entry_sum(k, p, j, w, coef):
-    """sum_e coef[p, e] w_pek over the entries of point p whose stencil has k."""
-    s = 0.0
-    for e in range(j.shape[1]):
-        q = k - j[p, e]
-        if 0 <= q < NQ:
-            s += w[p, e, q] * coef[p, e]
-    return s
-
-
-@numba.njit(parallel=True, cache=True)
-def _point_stencils(xp, n0, n1, n2, idx, wts):
-    """Wrapped grid indices idx (M, 3, 4) and cubic B-spline weights wts
-    (M, 3, 4) of every point (grid-index coordinates): made once per call,
-    used for every lattice exponent."""
-    for p in numba.prange(len(xp)):
-        wx = np.empty(4)
-        wy = np.empty(4)
-        wz = np.empty(4)
-        i0, i1, i2 = _stencil(xp[p], wx, wy, wz)
-        for a in range(4):
-            idx[p, 0, a] = (i0 - 1 + a) % n0
-            idx[p, 1, a] = (i1 - 1 + a) % n1
-            idx[p, 2, a] = (i2 - 1 + a) % n2
-            wts[p, 0, a] = wx[a]
-            wts[p, 1, a] = wy[a]
-            wts[p, 2, a] = wz[a]
-
-
-@numba.njit(cache=True, inline="always")
-def _interp_stencil(D, idx, wts, p):
-    val = 0.0
-    for a in range(4):
-        ia = idx[p, 0, a]
-        wa = wts[p, 0, a]
-        for b in range(4):
-            ib = idx[p, 1, b]
-            wab = wa * wts[p, 1, b]
-            for c in range(4):
-                val += wab * wts[p, 2, c] * D[ia, ib, idx[p, 2, c]]
-    return val
-
-
-@numba.njit(parallel=True, cache=True)
-def _accumulate_points(k, D, idx, wts, kp, j, w, dw, val, dval):
-    """Add D_k interpolated at point p to every entry e of p whose stencil
-    contains k.  kp[p] = (first, last) lattice index any entry of p needs;
-    idx, wts: _point_stencils."""
-    M, E = j.shape
-    for p in numba.prange(M):
-        if k < kp[p, 0] or k > kp[p, 1]:
-            continue
-        needed = False               # the entries' windows may leave gaps
-        for e in range(E):
-            if 0 <= k - j[p, e] < NQ:
-                needed = True
-                break
-        if not needed:
-            continue
-        v = _interp_stencil(D, idx, wts, p)
-        for e in range(E):
-            q = k - j[p, e]
-            if 0 <= q < NQ:
-                val[p, e] += w[p, e, q] * v
-                dval[p, e] += dw[p, e, q] * v
-
-
-@numba.njit(cache=True)
-def _scatter_points(k, idx, wts, kp, j, w, coef, out):
-    """Transpose of _accumulate_points: out += sum_e coef[p,e] w_pek L_p."""
-    M = j.shape[0]
-    for p in range(M):
-        if k < kp[p, 0] or k > kp[p, 1]:
-            continue
-        s = _entry_sum(k, p, j, w, coef)
-        if s == 0.0:
-            continue
-        for a in range(4):
-            ia = idx[p, 0, a]
-            wa = s * wts[p, 0, a]
-            for b in range(4):
-                ib = idx[p, 1, b]
-                wab = wa * wts[p, 1, b]
-                for c in range(4):
-                    out[ia, ib, idx[p, 2, c]] += wab * wts[p, 2, c]
-
-
-@numba.njit(cache=True)
 def _bspline4_d(t, d):
     """t-derivatives of the cubic B-spline weights of _bspline4."""
     u = 1.0 - t
@@ -301,42 +262,257 @@ def _bspline4_d(t, d):
     d[3] = 0.5 * t * t
 
 
+@numba.njit(cache=True, inline="always")
+def _wrap(i, n):
+    while i >= n:
+        i -= n
+    return i
+
+
+@numba.njit(cache=True)
+def _point_order(xp, n0, n1, n2, order, slab_ptr):
+    """Counting sort of the points by stencil cell (first grid index
+    major): order[t] is the t-th point; the points of slab s (first stencil
+    index in [s n0 // nslab, (s+1) n0 // nslab)) are t in
+    slab_ptr[s] .. slab_ptr[s+1]-1."""
+    M = len(xp)
+    nslab = len(slab_ptr) - 1
+    ncell = n0 * n1 * n2
+    cnt = np.zeros(ncell + 1, dtype=np.int64)
+    cell = np.empty(M, dtype=np.int64)
+    for p in range(M):
+        b0 = (math.floor(xp[p, 0]) - 1) % n0
+        b1 = (math.floor(xp[p, 1]) - 1) % n1
+        b2 = (math.floor(xp[p, 2]) - 1) % n2
+        c = (b0 * n1 + b1) * n2 + b2
+        cell[p] = c
+        cnt[c + 1] += 1
+    for c in range(ncell):
+        cnt[c + 1] += cnt[c]
+    for s in range(nslab + 1):
+        slab_ptr[s] = cnt[(s * n0 // nslab) * n1 * n2]
+    for p in range(M):
+        order[cnt[cell[p]]] = p
+        cnt[cell[p]] += 1
+
+
 @numba.njit(parallel=True, cache=True)
-def _gradient_points(k, D, xp, kp, j, w, coef, out):
-    """out[p] += sum_e coef[p,e] w_pek grad_x D_k(x_p) (grid-index units)."""
+def _point_prepare(xp, a, order, n0, n1, n2, tfloor, inv_logr, base, frac, j, f, s, pref,
+                   kp):
+    """The points in sorted order t (p = order[t]): wrapped grid index of
+    the first node (index -1) of the B-spline stencil base[t], fractional
+    position frac[t], lattice coordinates j, f, s of the entries
+    (_lattice_coords), their prefactors (pi/a)^{3/2} and kp[t] = (first,
+    last) lattice index any entry needs."""
+    M, E = a.shape
+    for t in numba.prange(M):
+        p = order[t]
+        for d in range(3):
+            x = xp[p, d]
+            i = math.floor(x)
+            frac[t, d] = x - i
+            nd = n0 if d == 0 else (n1 if d == 1 else n2)
+            base[t, d] = (i - 1) % nd
+        lo = 1 << 60
+        hi = -(1 << 60)
+        for e in range(E):
+            je, fe, se = _lattice_coord(a[p, e], tfloor, inv_logr)
+            j[t, e] = je
+            f[t, e] = fe
+            s[t, e] = se
+            pref[t, e] = (math.pi / a[p, e]) ** 1.5
+            lo = min(lo, je)
+            hi = max(hi, je + NQ - 1)
+        kp[t, 0] = lo
+        kp[t, 1] = hi
+
+
+@numba.njit(parallel=True, cache=True)
+def _point_finish(order, a, pref, D, dD, G, dG):
+    """G, dG/da per point entry (original order) from the sorted D, dD/da."""
+    M, E = a.shape
+    for t in numba.prange(M):
+        p = order[t]
+        for e in range(E):
+            G[p, e] = pref[t, e] * D[t, e]
+            dG[p, e] = pref[t, e] * (dD[t, e] - 1.5 * D[t, e] / a[p, e])
+
+
+@numba.njit(parallel=True, cache=True)
+def _point_sources(order, pref, v, scale, out):
+    """out[t] = v[order[t]] pref[t] / scale: point sources in sorted order."""
+    M, E = pref.shape
+    for t in numba.prange(M):
+        p = order[t]
+        for e in range(E):
+            out[t, e] = v[p, e] * pref[t, e] / scale
+
+
+@numba.njit(cache=True, inline="always")
+def _q_range(k0, je):
+    """Stencil positions q of an entry with first index je inside the block
+    k0 .. k0+KB-1 (q in q0 .. q1-1, lattice index je + q)."""
+    return max(0, k0 - je), min(NQ, k0 + KB - je)
+
+
+@numba.njit(cache=True, inline="always")
+def _needs_block(k0, t, kp, j):
+    """Does any entry of point t have a lattice index in k0 .. k0+KB-1?
+    (the entries' windows may leave gaps)"""
+    if kp[t, 1] < k0 or kp[t, 0] >= k0 + KB:
+        return False
+    for e in range(j.shape[1]):
+        if j[t, e] + NQ > k0 and j[t, e] < k0 + KB:
+            return True
+    return False
+
+
+@numba.njit(cache=True, inline="always")
+def _entry_sums(k0, t, j, f, coef, s):
+    """s[q] = sum_e coef[t, e] w_te,k0+q over the entries of point t;
+    returns whether any is nonzero."""
+    for q in range(KB):
+        s[q] = 0.0
+    for e in range(j.shape[1]):
+        je = j[t, e]
+        q0, q1 = _q_range(k0, je)
+        for q in range(q0, q1):
+            w, _ = _hermite_q(f[t, e], 0.0, q)
+            s[je + q - k0] += w * coef[t, e]
+    for q in range(KB):
+        if s[q] != 0.0:
+            return True
+    return False
+
+
+@numba.njit(parallel=True, cache=True)
+def _accumulate_points(k0, C, base, frac, kp, j, f, sc, val, dval):
+    """Add C_k (k = k0 .. k0+KB-1, stacked (n0, n1, n2, KB)) interpolated at
+    every point (sorted order) to its entries whose stencils contain k."""
+    n0, n1, n2 = C.shape[0], C.shape[1], C.shape[2]
+    M, E = j.shape
+    for ch in numba.prange((M + POINT_CHUNK - 1) // POINT_CHUNK):
+        v = np.empty(KB)
+        wx = np.empty(4)
+        wy = np.empty(4)
+        wz = np.empty(4)
+        for t in range(ch * POINT_CHUNK, min(M, (ch + 1) * POINT_CHUNK)):
+            if not _needs_block(k0, t, kp, j):
+                continue
+            _bspline4(frac[t, 0], wx)
+            _bspline4(frac[t, 1], wy)
+            _bspline4(frac[t, 2], wz)
+            for q in range(KB):
+                v[q] = 0.0
+            for a in range(4):
+                ia = _wrap(base[t, 0] + a, n0)
+                wa = wx[a]
+                for b in range(4):
+                    ib = _wrap(base[t, 1] + b, n1)
+                    wab = wa * wy[b]
+                    for c in range(4):
+                        ic = _wrap(base[t, 2] + c, n2)
+                        wabc = wab * wz[c]
+                        for q in range(KB):
+                            v[q] += wabc * C[ia, ib, ic, q]
+            for e in range(E):
+                je = j[t, e]
+                q0, q1 = _q_range(k0, je)
+                for q in range(q0, q1):
+                    w, dw = _hermite_q(f[t, e], sc[t, e], q)
+                    val[t, e] += w * v[je + q - k0]
+                    dval[t, e] += dw * v[je + q - k0]
+
+
+@numba.njit(parallel=True, cache=True)
+def _scatter_points(k0, colour, base, frac, slab_ptr, kp, j, f, coef, out):
+    """Transpose of _accumulate_points: out[..., q] += sum_e coef[t,e]
+    w_te,k0+q L_t for the points of the slabs of one colour (s % 2 ==
+    colour; slabs of one colour write disjoint planes of out)."""
+    n0, n1, n2 = out.shape[0], out.shape[1], out.shape[2]
+    nslab = len(slab_ptr) - 1
+    for h in numba.prange((nslab - colour + 1) // 2):
+        sl = 2 * h + colour
+        s = np.empty(KB)
+        ta = np.empty(KB)
+        tb = np.empty(KB)
+        wx = np.empty(4)
+        wy = np.empty(4)
+        wz = np.empty(4)
+        for t in range(slab_ptr[sl], slab_ptr[sl + 1]):
+            if not _needs_block(k0, t, kp, j):
+                continue
+            if not _entry_sums(k0, t, j, f, coef, s):
+                continue
+            _bspline4(frac[t, 0], wx)
+            _bspline4(frac[t, 1], wy)
+            _bspline4(frac[t, 2], wz)
+            for a in range(4):
+                ia = _wrap(base[t, 0] + a, n0)
+                for q in range(KB):
+                    ta[q] = s[q] * wx[a]
+                for b in range(4):
+                    ib = _wrap(base[t, 1] + b, n1)
+                    for q in range(KB):
+                        tb[q] = ta[q] * wy[b]
+                    for c in range(4):
+                        ic = _wrap(base[t, 2] + c, n2)
+                        wc = wz[c]
+                        for q in range(KB):
+                            out[ia, ib, ic, q] += tb[q] * wc
+
+
+@numba.njit(parallel=True, cache=True)
+def _gradient_points(k0, C, base, frac, kp, j, f, coef, out):
+    """out[t] += sum_e coef[t,e] w_tek grad_x C_k(x_t) (grid-index units)
+    for the block k = k0 .. k0+KB-1 (stacked like _accumulate_points)."""
+    n0, n1, n2 = C.shape[0], C.shape[1], C.shape[2]
     M = j.shape[0]
-    n0, n1, n2 = D.shape
-    for p in numba.prange(M):
-        if k < kp[p, 0] or k > kp[p, 1]:
-            continue
-        s = _entry_sum(k, p, j, w, coef)
-        if s == 0.0:
-            continue
+    for ch in numba.prange((M + POINT_CHUNK - 1) // POINT_CHUNK):
+        s = np.empty(KB)
+        g0 = np.empty(KB)
+        g1 = np.empty(KB)
+        g2 = np.empty(KB)
         wx = np.empty(4)
         wy = np.empty(4)
         wz = np.empty(4)
         dx = np.empty(4)
         dy = np.empty(4)
         dz = np.empty(4)
-        i0, i1, i2 = _stencil(xp[p], wx, wy, wz)
-        _bspline4_d(xp[p, 0] - i0, dx)
-        _bspline4_d(xp[p, 1] - i1, dy)
-        _bspline4_d(xp[p, 2] - i2, dz)
-        g0 = 0.0
-        g1 = 0.0
-        g2 = 0.0
-        for a in range(4):
-            ia = (i0 - 1 + a) % n0
-            for b in range(4):
-                ib = (i1 - 1 + b) % n1
-                for c in range(4):
-                    v = D[ia, ib, (i2 - 1 + c) % n2]
-                    g0 += dx[a] * wy[b] * wz[c] * v
-                    g1 += wx[a] * dy[b] * wz[c] * v
-                    g2 += wx[a] * wy[b] * dz[c] * v
-        out[p, 0] += s * g0
-        out[p, 1] += s * g1
-        out[p, 2] += s * g2
+        for t in range(ch * POINT_CHUNK, min(M, (ch + 1) * POINT_CHUNK)):
+            if not _needs_block(k0, t, kp, j):
+                continue
+            if not _entry_sums(k0, t, j, f, coef, s):
+                continue
+            _bspline4(frac[t, 0], wx)
+            _bspline4_d(frac[t, 0], dx)
+            _bspline4(frac[t, 1], wy)
+            _bspline4_d(frac[t, 1], dy)
+            _bspline4(frac[t, 2], wz)
+            _bspline4_d(frac[t, 2], dz)
+            for q in range(KB):
+                g0[q] = 0.0
+                g1[q] = 0.0
+                g2[q] = 0.0
+            for a in range(4):
+                ia = _wrap(base[t, 0] + a, n0)
+                for b in range(4):
+                    ib = _wrap(base[t, 1] + b, n1)
+                    for c in range(4):
+                        ic = _wrap(base[t, 2] + c, n2)
+                        w0 = dx[a] * wy[b] * wz[c]
+                        w1 = wx[a] * dy[b] * wz[c]
+                        w2 = wx[a] * wy[b] * dz[c]
+                        for q in range(KB):
+                            v = C[ia, ib, ic, q]
+                            g0[q] += w0 * v
+                            g1[q] += w1 * v
+                            g2[q] += w2 * v
+            for q in range(KB):
+                if s[q] != 0.0:
+                    out[t, 0] += s[q] * g0[q]
+                    out[t, 1] += s[q] * g1[q]
+                    out[t, 2] += s[q] * g2[q]
 
 
 class PointSet:
@@ -384,6 +560,7 @@ class PeriodicGaussianConvolver:
         self.n_convolutions = 0        # of the last call (for logs/benchmarks)
         self._gv = None                # G vectors, made on the first strain derivative
         self._filters = {}             # k -> exp(-G^2 / 4 b_k), up to FILTER_CACHE_BYTES
+        self._pfilters = {}            # k -> the same times the B-spline prefilter
 
     def _prefilter(self):
         """1 / (transfer function of the cubic B-spline) on the half-complex
@@ -402,9 +579,34 @@ class PeriodicGaussianConvolver:
         f = self._filters.get(k)
         if f is None:
             f = np.exp(-self.g2 / (4.0 * self.exponent(k)))
-            if (len(self._filters) + 1) * f.nbytes <= FILTER_CACHE_BYTES:
+            if (len(self._filters) + len(self._pfilters) + 1) * f.nbytes <= FILTER_CACHE_BYTES:
                 self._filters[k] = f
         return f
+
+    def _point_filter(self, k):
+        """Gaussian filter times the B-spline prefilter (point coefficients)."""
+        f = self._pfilters.get(k)
+        if f is None:
+            f = self._filter(k) * self._prefilter()
+            if (len(self._filters) + len(self._pfilters) + 1) * f.nbytes <= FILTER_CACHE_BYTES:
+                self._pfilters[k] = f
+        return f
+
+    def _nslab(self):
+        """Slabs of the parallel point scatter: an even number (two colours)
+        of slabs of >= SLAB_MIN planes, or one slab (serial) on thin grids."""
+        nslab = (self.N_c[0] // SLAB_MIN) // 2 * 2
+        return nslab if nslab >= 2 else 1
+
+    def _point_coefficients(self, nG, k0, kmax, buf):
+        """buf[..., q] = C_k, k = k0 + q <= kmax (zero beyond kmax)."""
+        for q in range(KB):
+            k = k0 + q
+            if k > kmax:
+                buf[..., q:] = 0.0
+                break
+            buf[..., q] = scipy.fft.irfftn(nG * self._point_filter(k), s=self.N_c,
+                                           workers=self.workers)
 
     def forward(self, n_g, a_ig, points=None):
         """G_i(r), dG_i/da_i(r) for density n_g (grid shape) and exponents a_ig.
@@ -422,73 +624,88 @@ class PeriodicGaussianConvolver:
             raise ValueError("nonlocal exponents must be positive")
         nf, N = a.shape
         j = np.empty((nf, N), dtype=np.int64)
-        w = np.empty((nf, N, NQ))
-        dw = np.empty((nf, N, NQ))
-        _weights(a, self.t_floor, self.inv_logr, j, w, dw)
+        f = np.empty((nf, N))
+        sc = np.empty((nf, N))
+        _lattice_coords(a, self.t_floor, self.inv_logr, j, f, sc)
         kmin, kmax = int(j.min()), int(j.max()) + NQ - 1
         pts = None
         if points is not None:
+            # the points in stencil-cell order (consecutive points share
+            # stencil nodes); the kernels work on the sorted copies
             M, E = points.a.shape
+            order = np.empty(M, dtype=np.int64)
+            slab_ptr = np.empty(self._nslab() + 1, dtype=np.int64)
+            _point_order(points.xp, shape[0], shape[1], shape[2], order, slab_ptr)
+            base = np.empty((M, 3), dtype=np.int64)
+            frac = np.empty((M, 3))
             jp = np.empty((M, E), dtype=np.int64)
-            wp = np.empty((M, E, NQ))
-            dwp = np.empty((M, E, NQ))
-            _weights(points.a, self.t_floor, self.inv_logr, jp, wp, dwp)
-            kp = np.stack([jp.min(1), jp.max(1) + NQ - 1], axis=1) if M else \
-                np.zeros((0, 2), dtype=np.int64)
-            if M:
+            fp = np.empty((M, E))
+            scp = np.empty((M, E))
+            prefp = np.empty((M, E))
+            kp = np.empty((M, 2), dtype=np.int64)
+            _point_prepare(points.xp, points.a, order, shape[0], shape[1], shape[2],
+                           self.t_floor, self.inv_logr, base, frac, jp, fp, scp, prefp, kp)
+            if M * E:
                 kmin, kmax = min(kmin, int(kp[:, 0].min())), max(kmax, int(kp[:, 1].max()))
             Dp = np.zeros((M, E))
             dDp = np.zeros((M, E))
-            idx = np.empty((M, 3, 4), dtype=np.int64)
-            wts = np.empty((M, 3, 4))
-            _point_stencils(points.xp, shape[0], shape[1], shape[2], idx, wts)
+            buf = np.empty(shape + (KB,)) if M * E else None
         perm, ptr = _buckets(j, kmin, kmax - kmin + 1)
         nG = scipy.fft.rfftn(n_g, workers=self.workers)
         D = np.zeros((nf, N))
         dD = np.zeros((nf, N))
-        for k in range(kmin, kmax + 1):
-            Dk = scipy.fft.irfftn(nG * self._filter(k), s=shape, workers=self.workers)
-            _accumulate(k, kmin, np.ascontiguousarray(Dk).reshape(-1), perm, ptr, w, dw, D, dD)
-            if points is not None and M:
-                Ck = scipy.fft.irfftn(nG * (self._filter(k) * self._prefilter()), s=shape,
-                                      workers=self.workers)
-                _accumulate_points(k, Ck, idx, wts, kp, jp, wp, dwp, Dp, dDp)
+        for k0 in range(kmin, kmax + 1, KB):
+            for k in range(k0, min(k0 + KB, kmax + 1)):
+                Dk = scipy.fft.irfftn(nG * self._filter(k), s=shape, workers=self.workers)
+                _accumulate(k, kmin, np.ascontiguousarray(Dk).reshape(-1), perm, ptr, f, sc,
+                            D, dD)
+            if points is not None and M * E:
+                self._point_coefficients(nG, k0, kmax, buf)
+                _accumulate_points(k0, buf, base, frac, kp, jp, fp, scp, Dp, dDp)
         self.n_convolutions = kmax - kmin + 1
         pref = (np.pi / a) ** 1.5
         G = pref * D
         dG = pref * (dD - 1.5 * D / a)
-        if points is not None:
-            prefp = (np.pi / points.a) ** 1.5
-            pts = (points.xp, kp, jp, wp, prefp, idx, wts)
-        state = (a, pref, perm, ptr, w, kmin, kmax, pts)
+        state = (a, pref, perm, ptr, f, kmin, kmax, None)
         G, dG = G.reshape((nf,) + shape), dG.reshape((nf,) + shape)
         if points is None:
             return G, dG, state
-        return G, dG, state, prefp * Dp, prefp * (dDp - 1.5 * Dp / points.a)
+        Gp = np.empty((M, E))
+        dGp = np.empty((M, E))
+        _point_finish(order, points.a, prefp, Dp, dDp, Gp, dGp)
+        pts = (order, prefp, base, frac, kp, jp, fp, slab_ptr)
+        return G, dG, state[:-1] + (pts,), Gp, dGp
 
     def _source_spectra(self, vG_ig, state, vGp=None):
         """(k, U_k) for every lattice exponent: U_k = rfftn of the convolution
         source sum_i vG_i (pi/a_i)^{3/2} w_ik(r) (adjoint and strain terms),
         plus the point sources (vGp: dE/dG per point entry, not per volume)
         spread back by the transposed interpolation."""
-        a, pref, perm, ptr, w, kmin, kmax, pts = state
+        a, pref, perm, ptr, f, kmin, kmax, pts = state
         nf, N = a.shape
         coef = np.ascontiguousarray(np.asarray(vG_ig, dtype=float).reshape(nf, N) * pref)
+        up = None
         if vGp is not None:
             if pts is None:
                 raise ValueError("point sources given but the forward call had no points")
-            xp, kp, jp, wp, prefp, idx, wts = pts
-            coefp = np.ascontiguousarray(np.asarray(vGp, dtype=float) * prefp / self.dv)
+            order, prefp, base, frac, kp, jp, fp, slab_ptr = pts
+            coefp = np.empty(prefp.shape)
+            _point_sources(order, prefp, np.ascontiguousarray(vGp, dtype=float), self.dv,
+                           coefp)
+            if jp.size:
+                up = np.empty(self.N_c + (KB,))
         u = np.empty(N)
-        up = np.empty(self.N_c) if vGp is not None and len(xp) else None
-        for k in range(kmin, kmax + 1):
-            _gather(k, kmin, perm, ptr, w, coef, u)
-            U = scipy.fft.rfftn(u.reshape(self.N_c), workers=self.workers)
+        for k0 in range(kmin, kmax + 1, KB):
             if up is not None:
                 up[:] = 0.0
-                _scatter_points(k, idx, wts, kp, jp, wp, coefp, up)
-                U += scipy.fft.rfftn(up, workers=self.workers) * self._prefilter()
-            yield k, U
+                for colour in (0, 1):
+                    _scatter_points(k0, colour, base, frac, slab_ptr, kp, jp, fp, coefp, up)
+            for k in range(k0, min(k0 + KB, kmax + 1)):
+                _gather(k, kmin, perm, ptr, f, coef, u)
+                U = scipy.fft.rfftn(u.reshape(self.N_c), workers=self.workers)
+                if up is not None:
+                    U += scipy.fft.rfftn(up[..., k - k0], workers=self.workers) * self._prefilter()
+                yield k, U
 
     def adjoint(self, vG_ig, state, vGp=None):
         """dE/dn(r') per unit volume, given dE/dG_i(r) per unit volume on the
@@ -504,18 +721,23 @@ class PeriodicGaussianConvolver:
         """d/dx_p of sum_pe vGp[p,e] G_pe with the exponents held fixed: the
         derivative with respect to the point positions (grid-index
         coordinates, (M, 3)), for forces on the centres of radial grids."""
-        a, pref, perm, ptr, w, kmin, kmax, pts = state
+        a, pref, perm, ptr, f, kmin, kmax, pts = state
         if pts is None:
             raise ValueError("the forward call had no points")
-        xp, kp, jp, wp, prefp = pts[:5]
-        coef = np.ascontiguousarray(np.asarray(vGp, dtype=float) * prefp)
-        out = np.zeros((len(xp), 3))
+        order, prefp, base, frac, kp, jp, fp, slab_ptr = pts
+        out = np.zeros((len(order), 3))
+        if not jp.size:
+            return out
+        coef = np.empty(prefp.shape)
+        _point_sources(order, prefp, np.ascontiguousarray(vGp, dtype=float), 1.0, coef)
         nG = scipy.fft.rfftn(n_g, workers=self.workers)
-        for k in range(kmin, kmax + 1):
-            Ck = scipy.fft.irfftn(nG * (self._filter(k) * self._prefilter()), s=self.N_c,
-                                  workers=self.workers)
-            _gradient_points(k, np.ascontiguousarray(Ck), xp, kp, jp, wp, coef, out)
-        return out
+        buf = np.empty(self.N_c + (KB,))
+        for k0 in range(kmin, kmax + 1, KB):
+            self._point_coefficients(nG, k0, kmax, buf)
+            _gradient_points(k0, buf, base, frac, kp, jp, fp, coef, out)
+        grad = np.empty_like(out)
+        grad[order] = out
+        return grad
 
     def strain_derivative(self, n_g, vG_ig, state, vGp=None):
         """sum_r dv vG_i(r) dG_i(r)/d eps_vw for a homogeneous strain eps.
