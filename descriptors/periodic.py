@@ -237,7 +237,8 @@ def _gather(k, kmin, perm, ptr, f, coef, out):
 # never write the same node: race-free, and the result does not depend on
 # the number of threads).
 
-KB = 8               # lattice exponents per block of the point kernels
+KB = 8               # lattice exponents per block of the point kernels (_accumulate_points
+                     # is unrolled for exactly 8)
 POINT_CHUNK = 256    # points per parallel task of the point kernels
 SLAB_MIN = 3         # slabs of the scatter: >= 3 planes (a stencil spans 4)
 
@@ -385,11 +386,20 @@ def _entry_sums(k0, t, j, f, coef, s):
     return False
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True, inline="always")
+def _node_row(Cf, o0, o1, o2, o3, w0, w1, w2, w3, q):
+    """sum_c w_c C[o_c + q] over the 4 nodes of one stencil row."""
+    return w0 * Cf[o0 + q] + w1 * Cf[o1 + q] + w2 * Cf[o2 + q] + w3 * Cf[o3 + q]
+
+
+@numba.njit(parallel=True, cache=True, fastmath={"contract"})
 def _accumulate_points(k0, C, base, frac, kp, j, f, sc, val, dval):
     """Add C_k (k = k0 .. k0+KB-1, stacked (n0, n1, n2, KB)) interpolated at
-    every point (sorted order) to its entries whose stencils contain k."""
+    every point (sorted order) to its entries whose stencils contain k.
+    The KB = 8 sums are kept in scalars (registers; measured 2x faster than
+    a loop over a length-8 array) on the flat buffer."""
     n0, n1, n2 = C.shape[0], C.shape[1], C.shape[2]
+    Cf = C.reshape(-1)
     M, E = j.shape
     for ch in numba.prange((M + POINT_CHUNK - 1) // POINT_CHUNK):
         v = np.empty(KB)
@@ -402,19 +412,40 @@ def _accumulate_points(k0, C, base, frac, kp, j, f, sc, val, dval):
             _bspline4(frac[t, 0], wx)
             _bspline4(frac[t, 1], wy)
             _bspline4(frac[t, 2], wz)
-            for q in range(KB):
-                v[q] = 0.0
+            ic0 = _wrap(base[t, 2], n2)
+            ic1 = _wrap(base[t, 2] + 1, n2)
+            ic2 = _wrap(base[t, 2] + 2, n2)
+            ic3 = _wrap(base[t, 2] + 3, n2)
+            v0 = v1 = v2 = v3 = v4 = v5 = v6 = v7 = 0.0
             for a in range(4):
                 ia = _wrap(base[t, 0] + a, n0)
-                wa = wx[a]
                 for b in range(4):
-                    ib = _wrap(base[t, 1] + b, n1)
-                    wab = wa * wy[b]
-                    for c in range(4):
-                        ic = _wrap(base[t, 2] + c, n2)
-                        wabc = wab * wz[c]
-                        for q in range(KB):
-                            v[q] += wabc * C[ia, ib, ic, q]
+                    row = (ia * n1 + _wrap(base[t, 1] + b, n1)) * n2
+                    wab = wx[a] * wy[b]
+                    o0 = (row + ic0) * KB
+                    o1 = (row + ic1) * KB
+                    o2 = (row + ic2) * KB
+                    o3 = (row + ic3) * KB
+                    w0 = wab * wz[0]
+                    w1 = wab * wz[1]
+                    w2 = wab * wz[2]
+                    w3 = wab * wz[3]
+                    v0 += _node_row(Cf, o0, o1, o2, o3, w0, w1, w2, w3, 0)
+                    v1 += _node_row(Cf, o0, o1, o2, o3, w0, w1, w2, w3, 1)
+                    v2 += _node_row(Cf, o0, o1, o2, o3, w0, w1, w2, w3, 2)
+                    v3 += _node_row(Cf, o0, o1, o2, o3, w0, w1, w2, w3, 3)
+                    v4 += _node_row(Cf, o0, o1, o2, o3, w0, w1, w2, w3, 4)
+                    v5 += _node_row(Cf, o0, o1, o2, o3, w0, w1, w2, w3, 5)
+                    v6 += _node_row(Cf, o0, o1, o2, o3, w0, w1, w2, w3, 6)
+                    v7 += _node_row(Cf, o0, o1, o2, o3, w0, w1, w2, w3, 7)
+            v[0] = v0
+            v[1] = v1
+            v[2] = v2
+            v[3] = v3
+            v[4] = v4
+            v[5] = v5
+            v[6] = v6
+            v[7] = v7
             for e in range(E):
                 je = j[t, e]
                 q0, q1 = _q_range(k0, je)
