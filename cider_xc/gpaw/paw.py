@@ -171,6 +171,7 @@ class PAWFeatures:
         self.G_spe = np.zeros_like(self.a_spe)       # features at the points (FFT call)
         self.dG_spe = np.zeros_like(self.a_spe)
         self._spectra = None
+        self._groups_cache = None
         xp = np.empty((M, 3))
         dxp = np.empty((M, 3))
         inv = np.linalg.inv(self.cell_cv)
@@ -238,8 +239,12 @@ class PAWFeatures:
             self.ae_entries(self.dG_spe, s, i)[:] += dG1
 
     def _shape_spectra(self):
-        """(atom, L, G) analytic Fourier transforms of the compensation
-        functions on the half-complex grid (rfftn layout, times N/volume)."""
+        """Per atom (F, key, p_c): F (L, G) the analytic Fourier transforms of
+        its compensation functions on the half-complex grid (rfftn layout,
+        times N/volume; shared by atoms of one width, cached on the XC
+        object), and the separable phase exp(-i G.R_a) = p_0(m_0) p_1(m_1)
+        p_2(m_2), p_c(m) = exp(-2 pi i m s_c) for G = sum_c m_c b_c and
+        fractional position s."""
         key = (tuple(self.N_c), self.cell_cv.tobytes())
         cache = self.xc._comp_cache
         if cache is not None and cache[0] == key:
@@ -250,6 +255,9 @@ class PAWFeatures:
         self.Gv = Gv
         vol = abs(np.linalg.det(self.cell_cv))
         Ntot = float(np.prod(self.N_c))
+        N0, N1, N2 = (int(n) for n in self.N_c)
+        m_c = (np.fft.fftfreq(N0, 1.0 / N0), np.fft.fftfreq(N1, 1.0 / N1),
+               np.arange(N2 // 2 + 1, dtype=float))
         out = []
         for at in self.atoms:
             k = round(at.beta, 12)
@@ -257,9 +265,8 @@ class PAWFeatures:
             if F is None:
                 F = self._spectrum(at.beta, Gv, Ntot / vol)
                 shapes[k] = F
-            R = at.spos_c @ self.cell_cv
-            phase = np.exp(-1j * (Gv @ R))
-            out.append((F, phase))
+            p_c = [np.exp(-2j * math.pi * m * sc) for m, sc in zip(m_c, at.spos_c)]
+            out.append((F, k, p_c))
         return out
 
     @staticmethod
@@ -275,14 +282,43 @@ class PAWFeatures:
             F[L] = ((-1j) ** l * pre * scale) * env * y
         return F
 
-    def compensation(self, s):
-        """f * sum_a sum_L Q_asL g_aL(r) on the full grid (channel units)."""
-        import scipy.fft
+    def _phase(self, i):
+        """exp(-i G.R_a) of atom i on the half-complex grid."""
+        p0, p1, p2 = self._spectra[i][2]
+        return p0[:, None, None] * p1[None, :, None] * p2[None, None, :]
+
+    def _groups(self):
+        """Atoms sharing one compensation spectrum: [(F, indices, P0, P12)]
+        with P0 (atoms, N0) and P12 (atoms, N1 * N2h) the phase factors."""
         if self._spectra is None:
             self._spectra = self._shape_spectra()
+        groups = {}
+        for i, (F, k, _p) in enumerate(self._spectra):
+            groups.setdefault(k, (F, []))[1].append(i)
+        out = []
+        for F, idx in groups.values():
+            P0 = np.array([self._spectra[i][2][0] for i in idx])
+            P12 = np.array([np.outer(self._spectra[i][2][1], self._spectra[i][2][2]).ravel()
+                            for i in idx])
+            out.append((F, idx, P0, P12))
+        return out
+
+    def compensation(self, s):
+        """f * sum_a sum_L Q_asL g_aL(r) on the full grid (channel units).
+
+        Per group of atoms sharing F: sum_L F_L(G) S_L(G) with the structure
+        factors S_L(m0, m1, m2) = sum_a Q_aL p0_a(m0) [p1_a p2_a](m1, m2), one
+        complex matrix product over the atoms."""
+        import scipy.fft
+        if self._groups_cache is None:
+            self._groups_cache = self._groups()
+        N0 = int(self.N_c[0])
         spec = None
-        for at, (F, phase) in zip(self.atoms, self._spectra):
-            c = np.tensordot(at.Q_sL[s], F, axes=(0, 0)) * phase
+        for F, idx, P0, P12 in self._groups_cache:
+            Q = np.array([self.atoms[i].Q_sL[s] for i in idx])          # (a, L)
+            A = (Q.T[:, None, :] * P0.T[None, :, :]).reshape(NLCOMP * N0, len(idx))
+            S = (A @ P12).reshape(F.shape)
+            c = np.einsum("L...,L...->...", F, S)
             spec = c if spec is None else spec + c
         return self.f * scipy.fft.irfftn(spec, s=tuple(self.N_c))
 
@@ -298,20 +334,26 @@ class PAWFeatures:
 
     def compensation_derivative(self, s, v_feat):
         """dE/dQ_asL of the grid feature density, v_feat = dE/dn_feat per
-        volume on the full grid (channel units)."""
+        volume on the full grid (channel units): Re sum_G F_L X p0 p1 p2
+        per atom, as two matrix products over the phase factors."""
         X = self._dual(v_feat)
-        for at, (F, phase) in zip(self.atoms, self._spectra):
-            x = X * phase
-            at.dEdQ_grid[s] += np.real(np.tensordot(F, x, axes=(list(range(1, F.ndim)),
-                                                                 list(range(x.ndim)))))
+        if self._groups_cache is None:
+            self._groups_cache = self._groups()
+        N0 = int(self.N_c[0])
+        for F, idx, P0, P12 in self._groups_cache:
+            Y = (F * X[None]).reshape(NLCOMP * N0, -1)
+            Z = (Y @ P12.T).reshape(NLCOMP, N0, len(idx))            # (L, m0, a)
+            d = np.real(np.einsum("Lma,am->aL", Z, P0))
+            for j, i in enumerate(idx):
+                self.atoms[i].dEdQ_grid[s] += d[j]
 
     def compensation_position_derivative(self, s, v_feat):
         """dE/dR_a (natoms_here, 3) of the compensation functions moving with
         their atoms, v_feat = dE/dn_feat per volume (channel units)."""
         X = self._dual(v_feat)
         out = np.zeros((len(self.atoms), 3))
-        for i, (at, (F, phase)) in enumerate(zip(self.atoms, self._spectra)):
-            spec = np.tensordot(at.Q_sL[s], F, axes=(0, 0)) * phase * X
+        for i, (at, (F, _k, _p)) in enumerate(zip(self.atoms, self._spectra)):
+            spec = np.tensordot(at.Q_sL[s], F, axes=(0, 0)) * self._phase(i) * X
             # d phase / dR = -i G phase
             out[i] = np.real(np.tensordot(-1j * spec, self.Gv,
                                           axes=(list(range(spec.ndim)),
@@ -334,10 +376,10 @@ class PAWFeatures:
         scale = float(np.prod(self.N_c)) / abs(np.linalg.det(self.cell_cv))
         out = np.zeros((3, 3))
         h = 1e-3
-        for at, (F, phase) in zip(self.atoms, self._spectra):
+        for i, (at, (F, _k, _p)) in enumerate(zip(self.atoms, self._spectra)):
             S = np.tensordot(at.Q_sL[s], F, axes=(0, 0))            # sum_L Q_L F_L
             env = np.exp(-g2 / (4.0 * at.beta))
-            x = X * phase
+            x = X * self._phase(i)
             for w in range(3):
                 # d/dG_w of the solid harmonics: central differences are exact
                 # for their (degree <= 2) polynomials
