@@ -589,3 +589,57 @@ def test_paw_consistent_stress_matches_finite_strain(si_distorted_nonlocal):
         finally:
             setattr(PAWFeatures, name, orig)
         assert np.abs(full - without).max() * unit > 1e-3, name
+
+
+def test_paw_onsite_reuse_is_exact_and_checked():
+    """Cubic Si8: symmetry-equivalent atoms (the point group about the
+    origin maps each FCC sublattice onto itself) take a representative's
+    on-site kernel output on permuted Lebedev directions.  Energy, grid
+    potential and dE/dD equal a full evaluation to rounding; a density
+    that breaks the symmetry is detected and every atom is evaluated."""
+    from cider_xc.gpaw.paw import lebedev_permutations
+    from gpaw.sphere.lebedev import R_nv
+    P = lebedev_permutations()
+    assert P.shape == (48, 50) and len({tuple(p) for p in P}) == 48
+    atoms = bulk("Si", "diamond", 5.43, cubic=True)
+    xc = CiderXC()
+    atoms.calc = GPAW(mode=PW(150), xc=xc, kpts=(1, 1, 1), txt=None, legacy_gpaw=True,
+                      convergence={"energy": 1e-3, "density": 1e-2, "eigenstates": 1e-5})
+    atoms.get_potential_energy()
+    calc = atoms.calc
+    gd = calc.hamiltonian.finegd
+    nt_sg = calc.density.nt_sg.copy()
+
+    def run(reuse, n):
+        xc.onsite_reuse = reuse
+        v = gd.zeros(len(n))
+        e = xc.calculate(gd, n.copy(), v)
+        paw = xc.last_paw
+        dEdD = {a: entry[2].copy() for a, entry in xc._paw_cache.items()}
+        return e, v, dEdD, paw.n_evaluated
+
+    try:
+        e1, v1, d1, n1 = run(True, nt_sg)
+        e0, v0, d0, n0 = run(False, nt_sg)
+        assert n0 == 8
+        # GPAW symmetrizes the density under its point operations about the
+        # origin (the translations of the FCC lattice are not among them):
+        # one representative per orbit of atoms under those operations
+        a_sa = np.array(calc.wfs.kd.symmetry.a_sa)
+        orbits = {tuple(sorted(set(a_sa[:, a]))) for a in range(len(atoms))}
+        assert len(orbits) == 3
+        assert n1 == len(orbits), n1
+        assert abs(e1 - e0) < 1e-11 * abs(e0), (e1, e0)
+        assert np.abs(v1 - v0).max() < 1e-11 * np.abs(v0).max()
+        for a in d0:
+            assert np.abs(d1[a] - d0[a]).max() < 1e-10 * np.abs(d0[a]).max(), a
+        # a grid density that breaks the symmetry: the radial densities still
+        # match (same D_sp) but the features at the radial points do not
+        rng = np.random.default_rng(3)
+        bad = nt_sg * (1.0 + 1e-6 * rng.standard_normal(nt_sg.shape))
+        e2, v2, d2, n2 = run(True, bad)
+        e3, v3, d3, n3 = run(False, bad)
+        assert n2 == 8 and n3 == 8
+        assert e2 == e3 and np.array_equal(v2, v3)
+    finally:
+        xc.onsite_reuse = True

@@ -54,6 +54,48 @@ NLCOMP = (LCOMP + 1) ** 2
 BANDLIMIT = 12.0
 
 
+# on-site reuse: an atom whose radial inputs and features equal those of an
+# earlier atom on permuted Lebedev directions takes that atom's kernel output
+REUSE_RTOL = 1e-11
+
+
+def _lebedev_permutations():
+    """Index arrays P (48, 50) of the cubic point group O_h on GPAW's
+    50-point Lebedev grid: U R_n = R_{P[n]} for every signed permutation
+    matrix U (the grid and its weights are invariant under O_h)."""
+    import itertools
+    perms = []
+    for axes in itertools.permutations(range(3)):
+        for signs in itertools.product((1.0, -1.0), repeat=3):
+            U = np.zeros((3, 3))
+            U[range(3), axes] = signs
+            X = R_nv @ U.T
+            d = np.abs(X[:, None, :] - R_nv[None, :, :]).max(-1)
+            P = d.argmin(1)
+            if d[np.arange(len(P)), P].max() > 1e-10 or len(set(P.tolist())) != len(P):
+                raise AssertionError("Lebedev grid is not O_h invariant")
+            if np.abs(weight_n[P] - weight_n).max() > 1e-14:
+                raise AssertionError("Lebedev weights are not O_h invariant")
+            perms.append(P)
+    return np.array(perms)
+
+
+_PERMS = None
+
+
+def lebedev_permutations():
+    global _PERMS
+    if _PERMS is None:
+        _PERMS = _lebedev_permutations()
+    return _PERMS
+
+
+def _close(x, y, rtol=REUSE_RTOL):
+    """max |x - y| <= rtol max |y| (both arrays of one shape)."""
+    scale = float(np.abs(y).max()) if y.size else 0.0
+    return bool(np.abs(x - y).max() <= rtol * scale) if y.size else True
+
+
 class _Atom:
     """Radial data of one atom for one grid call."""
 
@@ -163,6 +205,7 @@ class PAWFeatures:
             # n, sigma, tau on every radial point of both partial densities
             at.rv = {ae: RadialVariables(self.xc, at.xcc, at.D_sp, ae) for ae in (True, False)}
             self.atoms.append(at)
+        self._find_images()
         # point layout: per atom, Lebedev direction n, radial index g < g_in
         self.offsets = np.cumsum([0] + [len(R_nv) * at.g_in for at in self.atoms])
         M = int(self.offsets[-1])
@@ -414,20 +457,84 @@ class PAWFeatures:
                          for i in range(len(self.atoms))])
 
     # --- on-site evaluation -------------------------------------------------
+    def _find_images(self):
+        """at.image = (j, P) for an atom i whose on-site densities (n, sigma,
+        tau of both partial densities) equal those of an earlier
+        representative atom j on Lebedev directions permuted by P (cubic
+        point group; the identity covers translated copies), within
+        REUSE_RTOL.  :meth:`evaluate` then also compares the features at
+        the radial points and, if they agree, reuses atom j's kernel output
+        on the permuted directions instead of evaluating the kernel again."""
+        reps = []
+        perms = lebedev_permutations() if self.xc.onsite_reuse else None
+        for i, at in enumerate(self.atoms):
+            at.image = None
+            if perms is None:
+                continue
+            arrays = [x for ae in (True, False)
+                      for x in (at.rv[ae].n_sng, at.rv[ae].sigma_xng, at.rv[ae].tau_sng)]
+            avg = weight_n @ at.rv[True].n_sng.transpose(1, 0, 2).reshape(len(weight_n), -1)
+            for j, avg_j, arrays_j in reps:
+                if (self.atoms[j].xcc is not at.xcc or avg.shape != avg_j.shape
+                        or not _close(avg, avg_j, 1e3 * REUSE_RTOL)):
+                    continue
+                # candidate permutations from one radial shell, then all arrays
+                n0, n0j = arrays[0], arrays_j[0]
+                g = int(np.argmax(np.ptp(n0j[0], axis=0)))
+                for P in perms:
+                    if not _close(n0[:, :, g], n0j[:, P, g], 1e3 * REUSE_RTOL):
+                        continue
+                    if all(_close(x, y[:, P]) for x, y in zip(arrays, arrays_j)):
+                        at.image = (j, P)
+                        break
+                if at.image is not None:
+                    break
+            if at.image is None:
+                reps.append((i, avg, arrays))
+
+    def _image_valid(self, i):
+        """Do the features at atom i's radial points equal its
+        representative's on the permuted directions?"""
+        j, P = self.atoms[i].image
+        for X in (self.G_spe, self.dG_spe):
+            for s in range(self.nspins):
+                for ae in (True, False):
+                    if not _close(self.entries(X, s, i, ae), self.entries(X, s, j, ae)[:, P]):
+                        return False
+        return True
+
     def evaluate(self, kernel):
         """The on-site terms of every atom with the features of this call
         (after the FFT call): {a: [D_sp, E_a, dE_a/dD_sp]} of GPAW's PAW
         correction E[n^a] - E[n~^a] - e_xc0 (the feature parts of dE/dD are
         added by :meth:`finish`), and the point weights dE/dG for the
-        adjoint (:meth:`point_sources`)."""
+        adjoint (:meth:`point_sources`).  Atoms that are images of an
+        earlier atom (:meth:`_find_images`, checked again here on the
+        features) take its kernel output on permuted directions."""
         out = {}
+        kept = {}
+        needed = {at.image[0] for at in self.atoms if at.image is not None}
+        self.n_evaluated = 0
         try:
             for i, at in enumerate(self.atoms):
                 E = -at.xcc.e_xc0
                 dEdD_sp = np.zeros_like(at.D_sp)
+                reuse = at.image is not None and at.image[0] in kept and self._image_valid(i)
+                if not reuse:
+                    self.n_evaluated += 1
                 for ae, rv in at.rv.items():
-                    kernel.radial = (self, i, ae)
-                    e, dE = rv.energy_and_derivative(*evaluate_kernel(kernel, rv))
+                    if reuse:
+                        j, P = at.image
+                        res = tuple(x[..., P, :] for x in kept[j][ae])
+                        for s in range(self.nspins):
+                            self.entries(self.W_spe, s, i, ae)[:] = \
+                                self.entries(self.W_spe, s, j, ae)[:, P]
+                    else:
+                        kernel.radial = (self, i, ae)
+                        res = evaluate_kernel(kernel, rv)
+                        if i in needed:
+                            kept.setdefault(i, {})[ae] = res
+                    e, dE = rv.energy_and_derivative(*res)
                     E += e
                     dEdD_sp += dE
                 out[at.a] = [at.D_sp, E, dEdD_sp]

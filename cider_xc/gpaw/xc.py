@@ -215,10 +215,17 @@ class CiderXC(MGGA):
         partial densities (the pseudo-density's grid features inside the
         spheres are then not cancelled): about 2.5x cheaper per SCF
         iteration and off by 1-2 eV per atom in total energies (README).
+    onsite_reuse : bool
+        With paw_features='nonlocal': atoms whose on-site densities and
+        features equal those of an earlier atom on Lebedev directions
+        permuted by a cubic point operation (or unpermuted: translated
+        copies), to a relative 1e-11, take that atom's kernel output
+        instead of evaluating the kernel again (crystals; checked every
+        call, so it never changes a result beyond that tolerance).
     """
 
     def __init__(self, functional=None, exponent_ratio=1.3, stencil=2, onsite="local",
-                 paw_features="nonlocal"):
+                 paw_features="nonlocal", onsite_reuse=True):
         import os
 
         import cider_xc
@@ -234,6 +241,7 @@ class CiderXC(MGGA):
         if paw_features == "nonlocal" and onsite != "local":
             raise ValueError("paw_features='nonlocal' needs onsite='local'")
         self.paw_features = paw_features
+        self.onsite_reuse = bool(onsite_reuse)
         self._paw_cache = {}
         self._comp_cache = None          # compensation spectra (PAWFeatures)
         self._onecentre_cache = {}       # one-centre convolvers per setup (PAWFeatures)
@@ -342,6 +350,10 @@ class CiderXC(MGGA):
         finally:
             self.kernel.grid = None
         results = paw.evaluate(self.kernel) if paw is not None else None
+        if paw is not None:
+            self.timings["onsite_atoms"] = self.timings.get("onsite_atoms", 0) + len(paw.atoms)
+            self.timings["onsite_evaluated"] = (self.timings.get("onsite_evaluated", 0)
+                                                + paw.n_evaluated)
         shape = v_sg.shape[1:]
         for s, vG, state, _nf, efac in ctx.pending:
             vGp = paw.point_sources(s) if paw is not None else None
