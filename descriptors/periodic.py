@@ -551,11 +551,21 @@ class PointSet:
 
     xp : (M, 3) positions in grid-index coordinates (fractional * N_c)
     a_pe : (M, E) exponents of the E entries of every point
+    lattice : (M, E) integer lattice indices k instead of exponents: the
+        entries are then the B-spline-interpolated lattice values D_k(x)
+        themselves (no exponent interpolation, no (pi/a)^{3/2} prefactor;
+        forward returns dGp = None), for callers that interpolate in the
+        exponent themselves (cider_xc.gpaw.paw)
     """
 
-    def __init__(self, xp, a_pe):
+    def __init__(self, xp, a_pe=None, lattice=None):
         self.xp = np.ascontiguousarray(xp, dtype=float)
-        self.a = np.ascontiguousarray(a_pe, dtype=float)
+        if (a_pe is None) == (lattice is None):
+            raise ValueError("PointSet needs either exponents or lattice indices")
+        self.lattice = None if lattice is None else np.ascontiguousarray(lattice,
+                                                                         dtype=np.int64)
+        self.a = (np.ascontiguousarray(a_pe, dtype=float) if a_pe is not None
+                  else np.ones(self.lattice.shape))
         if self.xp.ndim != 2 or self.xp.shape[1] != 3 or self.a.ndim != 2 \
                 or len(self.a) != len(self.xp):
             raise ValueError("PointSet needs positions (M, 3) and exponents (M, E)")
@@ -674,8 +684,25 @@ class PeriodicGaussianConvolver:
             scp = np.empty((M, E))
             prefp = np.empty((M, E))
             kp = np.empty((M, 2), dtype=np.int64)
-            _point_prepare(points.xp, points.a, order, shape[0], shape[1], shape[2],
-                           self.t_floor, self.inv_logr, base, frac, jp, fp, scp, prefp, kp)
+            if points.lattice is None:
+                _point_prepare(points.xp, points.a, order, shape[0], shape[1], shape[2],
+                               self.t_floor, self.inv_logr, base, frac, jp, fp, scp, prefp, kp)
+            else:
+                # lattice entries: first stencil index k - 2 at fraction 0 (the
+                # Hermite weights are then exactly those of node k), unit prefactor
+                one = np.ones((M, 1))
+                _point_prepare(points.xp, one, order, shape[0], shape[1], shape[2],
+                               self.t_floor, self.inv_logr, base, frac,
+                               np.empty((M, 1), dtype=np.int64), np.empty((M, 1)),
+                               np.empty((M, 1)), np.empty((M, 1)), kp)
+                klat = points.lattice[order]
+                jp[:] = klat - 2
+                fp[:] = 0.0
+                scp[:] = 0.0
+                prefp[:] = 1.0
+                if M * E:
+                    kp[:, 0] = klat.min(1)
+                    kp[:, 1] = klat.max(1)
             if M * E:
                 kmin, kmax = min(kmin, int(kp[:, 0].min())), max(kmax, int(kp[:, 1].max()))
             Dp = np.zeros((M, E))
@@ -702,8 +729,12 @@ class PeriodicGaussianConvolver:
         if points is None:
             return G, dG, state
         Gp = np.empty((M, E))
-        dGp = np.empty((M, E))
-        _point_finish(order, points.a, prefp, Dp, dDp, Gp, dGp)
+        if points.lattice is None:
+            dGp = np.empty((M, E))
+            _point_finish(order, points.a, prefp, Dp, dDp, Gp, dGp)
+        else:
+            Gp[order] = Dp
+            dGp = None
         pts = (order, prefp, base, frac, kp, jp, fp, slab_ptr)
         return G, dG, state[:-1] + (pts,), Gp, dGp
 

@@ -215,6 +215,34 @@ def test_off_grid_points(skewed):
         PointSet(pts.xp, -a_pe)
 
 
+def test_lattice_points(skewed):
+    """PointSet(lattice=k): the entries are the interpolated lattice values
+    D_k themselves, equal to the exponent-mode features at a = b_k divided
+    by (pi/b_k)^{3/2}; the adjoint with lattice-entry sources is the
+    transpose; exponents and lattice indices together are refused."""
+    from cider_xc.descriptors.periodic import PointSet
+    cell, N, n, a, _ = skewed
+    rng = np.random.default_rng(5)
+    M = 30
+    xp = rng.uniform(-0.2, 1.2, size=(M, 3)) * np.array(N)
+    conv = PeriodicGaussianConvolver(cell, N, 1.3)
+    k = rng.integers(-4, 8, size=(M, 1)) + np.arange(5)[None, :]
+    G, dG, state, Dp, none = conv.forward(n, a, points=PointSet(xp, lattice=k))
+    assert none is None
+    b = conv.exponent(k)
+    Gp = conv.forward(n, a, points=PointSet(xp, b))[3]
+    assert np.abs(Gp / (np.pi / b) ** 1.5 - Dp).max() < 1e-10 * np.abs(Dp).max()
+    v = rng.standard_normal(a.shape)
+    vp = rng.standard_normal(k.shape)
+    dn = rng.standard_normal(N)
+    D_dn = conv.forward(dn, a, points=PointSet(xp, lattice=k))[3]
+    lhs = conv.dv * (v * conv.forward(dn, a)[0]).sum() + (vp * D_dn).sum()
+    rhs = conv.dv * (conv.adjoint(v, state, vGp=vp) * dn).sum()
+    assert abs(lhs - rhs) < 1e-10 * abs(lhs)
+    with pytest.raises(ValueError, match="either"):
+        PointSet(xp, b, lattice=k)
+
+
 def test_point_position_gradient(skewed):
     """point_gradient = d/dx_p of sum vGp G_p (exponents fixed) against
     finite differences of the point positions."""

@@ -44,6 +44,7 @@ from gpaw.sphere.spherical_harmonics import Y as solid_harmonic
 from ..descriptors.periodic import PointSet, half_complex_weights, reciprocal_vectors
 from ..descriptors.radial import RadialGaussianConvolver
 from .radial import RadialVariables, channel_inputs, evaluate_kernel
+from .shells import lattice_coords, sampling_shells, shells_adjoint, shells_forward
 
 LCOMP = 2                       # compensation multipoles l <= LCOMP
 NLCOMP = (LCOMP + 1) ** 2
@@ -184,7 +185,9 @@ class PAWFeatures:
         self.N_c = np.array(gd.N_c)
         self.cell_cv = gd.cell_cv
         h = np.linalg.norm(gd.cell_cv, axis=1) / gd.N_c
+        self.h = float(h.max())
         self.g_nyquist = math.pi / h.max()
+        self.conv = xc._convolver(gd)
 
     # --- setup ------------------------------------------------------------
     def add_atoms(self, setups, D_asp, spos_ac):
@@ -206,7 +209,7 @@ class PAWFeatures:
             at.rv = {ae: RadialVariables(self.xc, at.xcc, at.D_sp, ae) for ae in (True, False)}
             self.atoms.append(at)
         self._find_images()
-        # point layout: per atom, Lebedev direction n, radial index g < g_in
+        # entry layout: per atom, Lebedev direction n, radial index g < g_in
         self.offsets = np.cumsum([0] + [len(R_nv) * at.g_in for at in self.atoms])
         M = int(self.offsets[-1])
         self.a_spe = np.zeros((self.nspins, M, 2 * self.nf))
@@ -215,17 +218,6 @@ class PAWFeatures:
         self.dG_spe = np.zeros_like(self.a_spe)
         self._spectra = None
         self._groups_cache = None
-        xp = np.empty((M, 3))
-        dxp = np.empty((M, 3))
-        inv = np.linalg.inv(self.cell_cv)
-        for i, at in enumerate(self.atoms):
-            r = at.rgd.r_g[:at.g_in]
-            cart = R_nv[:, None, :] * r[None, :, None]          # (n, g, 3)
-            frac = at.spos_c[None, None, :] + cart @ inv
-            xp[self.offsets[i]:self.offsets[i + 1]] = (frac * self.N_c).reshape(-1, 3)
-            dxp[self.offsets[i]:self.offsets[i + 1]] = cart.reshape(-1, 3)
-        self.xp = xp
-        self.dxp = dxp               # Cartesian offsets of the points from their atom
         # exponents of the entries: the kernel's own exponents of the radial
         # points (channel_inputs + FeatureChain.exponents, as in CiderKernel)
         chain = self.xc.functional.chain
@@ -236,6 +228,64 @@ class PAWFeatures:
                                                           rv.tau_sng, s))[0]
                     self.entries(self.a_spe, s, i, ae)[:] = \
                         a_i.reshape((self.nf,) + rv.shape)[:, :, :at.g_in]
+        self._sampling_points()
+
+    def _sampling_points(self):
+        """The FFT call's points: the sampling shells of every atom
+        (cider_xc.gpaw.shells) on all Lebedev directions, with the lattice
+        values k that the entries of the shells they serve need."""
+        conv = self.conv
+        step = self.xc.point_spacing * self.h
+        cache = self.xc._shell_cache
+        nn = len(R_nv)
+        windows = []
+        for i, at in enumerate(self.atoms):
+            key = (id(at.xcc), at.g_in, round(step, 12))
+            if key not in cache:
+                cache[key] = sampling_shells(at.rgd.r_g, at.g_in, step)
+            at.keep, at.sidx, at.swts = cache[key]
+            shape = (self.nspins, nn, at.g_in, 2 * self.nf)
+            at.lat = (np.empty(shape, dtype=np.int64), np.empty(shape), np.empty(shape),
+                      np.empty((self.nspins, at.g_in, 2), dtype=np.int64))
+            for s in range(self.nspins):
+                lattice_coords(self._entry_block(self.a_spe, s, i), conv.t_floor,
+                               conv.inv_logr, *(x[s] for x in at.lat))
+            lo = at.lat[3][:, :, 0].min(0)
+            hi = at.lat[3][:, :, 1].max(0)
+            nc = len(at.keep)
+            klo = np.full(nc, 1 << 60)
+            khi = np.full(nc, -(1 << 60))
+            for o in range(at.sidx.shape[1]):
+                used = at.swts[:, o] != 0.0
+                np.minimum.at(klo, at.sidx[used, o], lo[used])
+                np.maximum.at(khi, at.sidx[used, o], hi[used])
+            at.klo = klo
+            windows.append(khi - klo + 1)
+        E = int(max(w.max() for w in windows)) if windows else 1
+        self.n_lattice = E
+        self.poffsets = np.cumsum([0] + [nn * len(at.keep) for at in self.atoms])
+        Mp = int(self.poffsets[-1])
+        xp = np.empty((Mp, 3))
+        dxp = np.empty((Mp, 3))
+        K = np.empty((Mp, E), dtype=np.int64)
+        inv = np.linalg.inv(self.cell_cv)
+        for i, at in enumerate(self.atoms):
+            ps = slice(self.poffsets[i], self.poffsets[i + 1])
+            r = at.rgd.r_g[at.keep]
+            cart = R_nv[:, None, :] * r[None, :, None]          # (n, c, 3)
+            frac = at.spos_c[None, None, :] + cart @ inv
+            xp[ps] = (frac * self.N_c).reshape(-1, 3)
+            dxp[ps] = cart.reshape(-1, 3)
+            K[ps] = (np.broadcast_to(at.klo[None, :, None], (nn, len(at.keep), 1))
+                     + np.arange(E)[None, None, :]).reshape(-1, E)
+        self.xp = xp                 # grid-index coordinates of the sampling points
+        self.dxp = dxp               # their Cartesian offsets from their atom
+        self.K = K
+
+    def _entry_block(self, X_spe, s, i):
+        """Contiguous view (direction, radial, entry) of atom i's entries."""
+        at = self.atoms[i]
+        return X_spe[s, self.offsets[i]:self.offsets[i + 1]].reshape(len(R_nv), at.g_in, -1)
 
     def _onecentre(self, at):
         """The one-centre convolver of Delta' (its tables depend only on the
@@ -267,13 +317,17 @@ class PAWFeatures:
 
     # --- FFT call of spin channel s --------------------------------------
     def points(self, s):
-        return PointSet(self.xp, self.a_spe[s])
+        return PointSet(self.xp, lattice=self.K)
 
     def set_features(self, s, Gp, dGp):
         """Grid features at the radial points, plus (all-electron entries)
         the one-centre features of each atom's Delta'."""
-        self.G_spe[s] = Gp
-        self.dG_spe[s] = dGp
+        nn = len(R_nv)
+        for i, at in enumerate(self.atoms):
+            Dc = Gp[self.poffsets[i]:self.poffsets[i + 1]].reshape(nn, len(at.keep), -1)
+            shells_forward(self._entry_block(self.a_spe, s, i), *(x[s] for x in at.lat), Dc,
+                           at.klo, at.sidx, at.swts, self._entry_block(self.G_spe, s, i),
+                           self._entry_block(self.dG_spe, s, i))
         for i, at in enumerate(self.atoms):
             C = self.f * at.coefficients(s, self.nspins)
             G1, dG1, at.oc_state[s] = at.onecentre.forward(
@@ -453,7 +507,7 @@ class PAWFeatures:
         """dE/dR_a from dE/dx_p of the radial points (grid-index units)."""
         inv = np.linalg.inv(self.cell_cv)
         grad_pv = grad_px @ (inv * self.N_c[None, :]).T
-        return np.array([grad_pv[self.offsets[i]:self.offsets[i + 1]].sum(0)
+        return np.array([grad_pv[self.poffsets[i]:self.poffsets[i + 1]].sum(0)
                          for i in range(len(self.atoms))])
 
     # --- on-site evaluation -------------------------------------------------
@@ -571,7 +625,15 @@ class PAWFeatures:
         self.entries(self.W_spe, s, i, ae)[:] = vG * w_ng[None]
 
     def point_sources(self, s):
-        return self.W_spe[s]
+        """dE/dD_k at the sampling points (the adjoint of set_features)."""
+        nn = len(R_nv)
+        S = np.zeros((int(self.poffsets[-1]), self.n_lattice))
+        for i, at in enumerate(self.atoms):
+            Sc = S[self.poffsets[i]:self.poffsets[i + 1]].reshape(nn, len(at.keep), -1)
+            j, f, _sc, need = (x[s] for x in at.lat)
+            shells_adjoint(self._entry_block(self.a_spe, s, i), j, f, need,
+                           self._entry_block(self.W_spe, s, i), at.klo, at.sidx, at.swts, Sc)
+        return S
 
     # --- dE/dD of the feature terms ------------------------------------------
     def finish(self):

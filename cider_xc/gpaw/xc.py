@@ -222,10 +222,17 @@ class CiderXC(MGGA):
         copies), to a relative 1e-11, take that atom's kernel output
         instead of evaluating the kernel again (crystals; checked every
         call, so it never changes a result beyond that tolerance).
+    point_spacing : float
+        With paw_features='nonlocal': the grid features are interpolated
+        from the FFT grid (periodic B-splines) only on radial shells at
+        most this many grid spacings apart, and from those to every radial
+        shell by Lagrange interpolation in r (cider_xc.gpaw.shells; GPAW's
+        radial grids crowd most shells near the nucleus).  0 interpolates
+        on every shell.  README: size of the effect.
     """
 
     def __init__(self, functional=None, exponent_ratio=1.3, stencil=2, onsite="local",
-                 paw_features="nonlocal", onsite_reuse=True):
+                 paw_features="nonlocal", onsite_reuse=True, point_spacing=0.25):
         import os
 
         import cider_xc
@@ -242,6 +249,10 @@ class CiderXC(MGGA):
             raise ValueError("paw_features='nonlocal' needs onsite='local'")
         self.paw_features = paw_features
         self.onsite_reuse = bool(onsite_reuse)
+        if not (point_spacing >= 0.0 and np.isfinite(point_spacing)):
+            raise ValueError(f"point_spacing must be >= 0, not {point_spacing!r}")
+        self.point_spacing = float(point_spacing)
+        self._shell_cache = {}
         self._paw_cache = {}
         self._comp_cache = None          # compensation spectra (PAWFeatures)
         self._onecentre_cache = {}       # one-centre convolvers per setup (PAWFeatures)
@@ -265,7 +276,8 @@ class CiderXC(MGGA):
                 "cider_x": fn.cider_x, "semilocal_xc": fn.semilocal_xc or "",
                 "composition": fn.describe(),
                 "exponent_ratio": self.exponent_ratio, "stencil": self.stencil_range,
-                "onsite": self.kernel.onsite, "paw_features": self.paw_features}
+                "onsite": self.kernel.onsite, "paw_features": self.paw_features,
+                "point_spacing": self.point_spacing}
 
     @classmethod
     def from_dict(cls, d, functional=None):
@@ -295,7 +307,8 @@ class CiderXC(MGGA):
             semilocal_xc=d.get("semilocal_xc", functional.semilocal_xc) or "")
         obj = cls(functional, exponent_ratio=float(d.get("exponent_ratio", 1.3)),
                   stencil=int(d.get("stencil", 2)), onsite=str(d.get("onsite", "local")),
-                  paw_features=str(d.get("paw_features", "local")))
+                  paw_features=str(d.get("paw_features", "local")),
+                  point_spacing=float(d.get("point_spacing", 0.25)))
         obj.source = d.get("source")
         return obj
 
