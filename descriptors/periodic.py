@@ -639,15 +639,19 @@ class PeriodicGaussianConvolver:
         nslab = (self.N_c[0] // SLAB_MIN) // 2 * 2
         return nslab if nslab >= 2 else 1
 
-    def _point_coefficients(self, nG, k0, kmax, buf):
-        """buf[..., q] = C_k, k = k0 + q <= kmax (zero beyond kmax)."""
+    def _point_coefficients(self, nG, k0, krange, buf):
+        """buf[..., q] = C_k, k = k0 + q in krange (zero outside; no point
+        needs those); returns the number of transforms."""
+        n = 0
         for q in range(KB):
             k = k0 + q
-            if k > kmax:
-                buf[..., q:] = 0.0
-                break
+            if k < krange[0] or k > krange[1]:
+                buf[..., q] = 0.0
+                continue
             buf[..., q] = scipy.fft.irfftn(nG * self._point_filter(k), s=self.N_c,
                                            workers=self.workers)
+            n += 1
+        return n
 
     def forward(self, n_g, a_ig, points=None):
         """G_i(r), dG_i/da_i(r) for density n_g (grid shape) and exponents a_ig.
@@ -669,6 +673,8 @@ class PeriodicGaussianConvolver:
         sc = np.empty((nf, N))
         _lattice_coords(a, self.t_floor, self.inv_logr, j, f, sc)
         kmin, kmax = int(j.min()), int(j.max()) + NQ - 1
+        grange = (kmin, kmax)          # lattice values the grid points need
+        prange = (0, -1)               # ... and the off-grid points
         pts = None
         if points is not None:
             # the points in stencil-cell order (consecutive points share
@@ -704,7 +710,8 @@ class PeriodicGaussianConvolver:
                     kp[:, 0] = klat.min(1)
                     kp[:, 1] = klat.max(1)
             if M * E:
-                kmin, kmax = min(kmin, int(kp[:, 0].min())), max(kmax, int(kp[:, 1].max()))
+                prange = (int(kp[:, 0].min()), int(kp[:, 1].max()))
+                kmin, kmax = min(kmin, prange[0]), max(kmax, prange[1])
             Dp = np.zeros((M, E))
             dDp = np.zeros((M, E))
             buf = np.empty(shape + (KB,)) if M * E else None
@@ -712,19 +719,21 @@ class PeriodicGaussianConvolver:
         nG = scipy.fft.rfftn(n_g, workers=self.workers)
         D = np.zeros((nf, N))
         dD = np.zeros((nf, N))
+        nconv = 0
         for k0 in range(kmin, kmax + 1, KB):
-            for k in range(k0, min(k0 + KB, kmax + 1)):
+            for k in range(max(k0, grange[0]), min(k0 + KB - 1, grange[1]) + 1):
                 Dk = scipy.fft.irfftn(nG * self._filter(k), s=shape, workers=self.workers)
                 _accumulate(k, kmin, np.ascontiguousarray(Dk).reshape(-1), perm, ptr, f, sc,
                             D, dD)
-            if points is not None and M * E:
-                self._point_coefficients(nG, k0, kmax, buf)
+                nconv += 1
+            if points is not None and M * E and k0 <= prange[1] and k0 + KB > prange[0]:
+                nconv += self._point_coefficients(nG, k0, prange, buf)
                 _accumulate_points(k0, buf, base, frac, kp, jp, fp, scp, Dp, dDp)
-        self.n_convolutions = kmax - kmin + 1
+        self.n_convolutions = nconv
         pref = (np.pi / a) ** 1.5
         G = pref * D
         dG = pref * (dD - 1.5 * D / a)
-        state = (a, pref, perm, ptr, f, kmin, kmax, None)
+        state = (a, pref, perm, ptr, f, kmin, kmax, None, grange, prange)
         G, dG = G.reshape((nf,) + shape), dG.reshape((nf,) + shape)
         if points is None:
             return G, dG, state
@@ -736,14 +745,14 @@ class PeriodicGaussianConvolver:
             Gp[order] = Dp
             dGp = None
         pts = (order, prefp, base, frac, kp, jp, fp, slab_ptr)
-        return G, dG, state[:-1] + (pts,), Gp, dGp
+        return G, dG, state[:7] + (pts,) + state[8:], Gp, dGp
 
     def _source_spectra(self, vG_ig, state, vGp=None):
         """(k, U_k) for every lattice exponent: U_k = rfftn of the convolution
         source sum_i vG_i (pi/a_i)^{3/2} w_ik(r) (adjoint and strain terms),
         plus the point sources (vGp: dE/dG per point entry, not per volume)
         spread back by the transposed interpolation."""
-        a, pref, perm, ptr, f, kmin, kmax, pts = state
+        a, pref, perm, ptr, f, kmin, kmax, pts, grange, prange = state
         nf, N = a.shape
         coef = np.ascontiguousarray(np.asarray(vG_ig, dtype=float).reshape(nf, N) * pref)
         up = None
@@ -758,16 +767,23 @@ class PeriodicGaussianConvolver:
                 up = np.empty(self.N_c + (KB,))
         u = np.empty(N)
         for k0 in range(kmin, kmax + 1, KB):
-            if up is not None:
+            block = up is not None and k0 <= prange[1] and k0 + KB > prange[0]
+            if block:
                 up[:] = 0.0
                 for colour in (0, 1):
                     _scatter_points(k0, colour, base, frac, slab_ptr, kp, jp, fp, coefp, up)
             for k in range(k0, min(k0 + KB, kmax + 1)):
-                _gather(k, kmin, perm, ptr, f, coef, u)
-                U = scipy.fft.rfftn(u.reshape(self.N_c), workers=self.workers)
-                if up is not None:
-                    U += scipy.fft.rfftn(up[..., k - k0], workers=self.workers) * self._prefilter()
-                yield k, U
+                # no grid entry (point entry) needs k outside grange (prange):
+                # its source is zero
+                U = None
+                if grange[0] <= k <= grange[1]:
+                    _gather(k, kmin, perm, ptr, f, coef, u)
+                    U = scipy.fft.rfftn(u.reshape(self.N_c), workers=self.workers)
+                if block and prange[0] <= k <= prange[1]:
+                    Up = scipy.fft.rfftn(up[..., k - k0], workers=self.workers) * self._prefilter()
+                    U = Up if U is None else U + Up
+                if U is not None:
+                    yield k, U
 
     def adjoint(self, vG_ig, state, vGp=None):
         """dE/dn(r') per unit volume, given dE/dG_i(r) per unit volume on the
@@ -783,7 +799,7 @@ class PeriodicGaussianConvolver:
         """d/dx_p of sum_pe vGp[p,e] G_pe with the exponents held fixed: the
         derivative with respect to the point positions (grid-index
         coordinates, (M, 3)), for forces on the centres of radial grids."""
-        a, pref, perm, ptr, f, kmin, kmax, pts = state
+        a, pref, perm, ptr, f, kmin, kmax, pts, grange, prange = state
         if pts is None:
             raise ValueError("the forward call had no points")
         order, prefp, base, frac, kp, jp, fp, slab_ptr = pts
@@ -795,7 +811,9 @@ class PeriodicGaussianConvolver:
         nG = scipy.fft.rfftn(n_g, workers=self.workers)
         buf = np.empty(self.N_c + (KB,))
         for k0 in range(kmin, kmax + 1, KB):
-            self._point_coefficients(nG, k0, kmax, buf)
+            if k0 > prange[1] or k0 + KB <= prange[0]:
+                continue
+            self._point_coefficients(nG, k0, prange, buf)
             _gradient_points(k0, buf, base, frac, kp, jp, fp, coef, out)
         grad = np.empty_like(out)
         grad[order] = out

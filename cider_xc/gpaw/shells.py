@@ -80,17 +80,20 @@ def lattice_coords(a, tfloor, inv_logr, j, f, sc, need):
     with exponents a (direction, shell, entry), as the convolver's, and
     need[g] = (lowest, highest) lattice index any entry of shell g needs."""
     nn, ng, ne = a.shape
-    for g in numba.prange(ng):
-        lo = 1 << 60
-        hi = -(1 << 60)
-        for n in range(nn):
+    for n in numba.prange(nn):
+        for g in range(ng):
             for e in range(ne):
                 jj, ff, ss = _lattice_coord(a[n, g, e], tfloor, inv_logr)
                 j[n, g, e] = jj
                 f[n, g, e] = ff
                 sc[n, g, e] = ss
-                lo = min(lo, jj)
-                hi = max(hi, jj + NQ - 1)
+    for g in range(ng):
+        lo = 1 << 60
+        hi = -(1 << 60)
+        for n in range(nn):
+            for e in range(ne):
+                lo = min(lo, j[n, g, e])
+                hi = max(hi, j[n, g, e] + NQ - 1)
         need[g, 0] = lo
         need[g, 1] = hi
 
