@@ -14,8 +14,10 @@ core), so that points outside the spheres see the right charge and dipoles:
 
 * grid points: FFT features of n_feat;
 * pseudo on-site term: the same FFT features, interpolated to the radial
-  points (PeriodicGaussianConvolver with a PointSet), at the exponents of
-  the pseudo on-site density, so the on-site term cancels the grid term;
+  points (PeriodicGaussianConvolver with a PointSet of lattice values on
+  sampling shells, carried to every radial shell by cider_xc.gpaw.shells),
+  at the exponents of the pseudo on-site density, so the on-site term
+  cancels the grid term;
 * all-electron on-site term: the same interpolated features at the
   all-electron exponents, plus the features of the remainder
   Delta'^a = Delta^a - sum_L Q^a_L g^a_L of its own atom, by the exact
@@ -27,6 +29,10 @@ core), so that points outside the spheres see the right charge and dipoles:
 Radial points outside the region where Delta^a is nonzero carry equal
 all-electron and pseudo densities; there both terms use the local
 approximation of the features and cancel exactly.
+
+Atoms that are images of an earlier atom under a cubic point operation
+(equal radial densities and point features, checked every call) reuse its
+kernel output (:meth:`PAWFeatures._find_images`).
 
 The on-site energies then depend on the grid density, so they are computed
 inside the grid call (CiderXC.calculate_impl), their response is added to
