@@ -46,7 +46,7 @@ MAGMOM = {"H": 1, "C": 2, "N": 3, "O": 2}
 # GPAW treatments of the nonlocal features in the PAW spheres
 VARIANTS = {"gpaw": {"paw_features": "nonlocal"},          # PAW-consistent (grid-interpolated)
             "gpaw_local": {"paw_features": "local"},       # local features on site
-            "gpaw_onsite_pbe": {"onsite": "pbe"}}          # PBE exchange on site
+            "gpaw_onsite_pbe": {"paw_features": "local", "onsite": "pbe"}}  # PBE x on site
 
 
 def gpaw_energy(symbols, positions, ecut, box, log):
