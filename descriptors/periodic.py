@@ -564,12 +564,13 @@ class PointSet:
             raise ValueError("PointSet needs either exponents or lattice indices")
         self.lattice = None if lattice is None else np.ascontiguousarray(lattice,
                                                                          dtype=np.int64)
-        self.a = (np.ascontiguousarray(a_pe, dtype=float) if a_pe is not None
-                  else np.ones(self.lattice.shape))
-        if self.xp.ndim != 2 or self.xp.shape[1] != 3 or self.a.ndim != 2 \
-                or len(self.a) != len(self.xp):
+        self.a = None if a_pe is None else np.ascontiguousarray(a_pe, dtype=float)
+        entries = self.a if self.lattice is None else self.lattice
+        if self.xp.ndim != 2 or self.xp.shape[1] != 3 or entries.ndim != 2 \
+                or len(entries) != len(self.xp):
             raise ValueError("PointSet needs positions (M, 3) and exponents (M, E)")
-        if not np.all(self.a > 0):
+        self.shape = entries.shape
+        if self.a is not None and not np.all(self.a > 0):
             raise ValueError("nonlocal exponents must be positive")
 
 
@@ -660,7 +661,7 @@ class PeriodicGaussianConvolver:
         state object for :meth:`adjoint`.  With ``points`` (a
         :class:`PointSet`) the features of the same density at those
         off-grid points are returned too: G, dG, state, Gp, dGp with Gp, dGp
-        shaped (M, E) like points.a."""
+        shaped (M, E) like the points' entries."""
         shape = n_g.shape
         if shape != self.N_c:
             raise ValueError(f"density grid {shape} does not match the convolver's {self.N_c}")
@@ -679,7 +680,7 @@ class PeriodicGaussianConvolver:
         if points is not None:
             # the points in stencil-cell order (consecutive points share
             # stencil nodes); the kernels work on the sorted copies
-            M, E = points.a.shape
+            M, E = points.shape
             order = np.empty(M, dtype=np.int64)
             slab_ptr = np.empty(self._nslab() + 1, dtype=np.int64)
             _point_order(points.xp, shape[0], shape[1], shape[2], order, slab_ptr)

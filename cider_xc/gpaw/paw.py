@@ -41,6 +41,7 @@ calculate_paw_correction calls return the stored energies and dE/dD.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -87,20 +88,14 @@ def _lebedev_permutations():
     return np.array(perms)
 
 
-_PERMS = None
-
-
+@functools.lru_cache(maxsize=None)
 def lebedev_permutations():
-    global _PERMS
-    if _PERMS is None:
-        _PERMS = _lebedev_permutations()
-    return _PERMS
+    return _lebedev_permutations()
 
 
 def _close(x, y, rtol=REUSE_RTOL):
     """max |x - y| <= rtol max |y| (both arrays of one shape)."""
-    scale = float(np.abs(y).max()) if y.size else 0.0
-    return bool(np.abs(x - y).max() <= rtol * scale) if y.size else True
+    return y.size == 0 or bool(np.abs(x - y).max() <= rtol * np.abs(y).max())
 
 
 class _Atom:

@@ -98,6 +98,15 @@ def lattice_coords(a, tfloor, inv_logr, j, f, sc, need):
         need[g, 1] = hi
 
 
+@numba.njit(cache=True)
+def _width(need):
+    """The widest lattice window need[g] of any shell."""
+    width = 0
+    for g in range(need.shape[0]):
+        width = max(width, need[g, 1] - need[g, 0] + 1)
+    return width
+
+
 @numba.njit(parallel=True, cache=True)
 def shells_forward(a, j, f, sc, need, Dc, klo, idx, wts, G, dG):
     """G, dG/da (direction, shell, entry) of the entries (exponents a,
@@ -106,9 +115,7 @@ def shells_forward(a, j, f, sc, need, Dc, klo, idx, wts, G, dG):
     entries need, interpolated in r, then the Hermite sums per entry."""
     nn, ng, ne = a.shape
     order = idx.shape[1]
-    width = 0
-    for g in range(ng):
-        width = max(width, need[g, 1] - need[g, 0] + 1)
+    width = _width(need)
     for n in numba.prange(nn):
         t = np.empty(width)
         for g in range(ng):
@@ -145,9 +152,7 @@ def shells_adjoint(a, j, f, need, W, klo, idx, wts, Sc):
     shells_forward's G applied to W (dE/dG per entry)."""
     nn, ng, ne = a.shape
     order = idx.shape[1]
-    width = 0
-    for g in range(ng):
-        width = max(width, need[g, 1] - need[g, 0] + 1)
+    width = _width(need)
     for n in numba.prange(nn):
         t = np.empty(width)
         for g in range(ng):
