@@ -125,6 +125,41 @@ def test_spin_polarised_closed_shell_equals_unpolarised():
     assert abs(e - ref) < 2e-5
 
 
+def test_initial_tau_guess_only_before_orbitals():
+    """Before any orbitals exist GPAW hands the meta-GGA tau~ = 0; the CIDER
+    part then uses tau_W + tau_0 (alpha = 1) on the grid, and only then:
+    once there are orbitals every Hamiltonian uses their tau."""
+    from cider_xc.descriptors.semilocal import iso_orbital_indicator
+    from cider_xc.gpaw.xc import initial_tau
+
+    n = np.array([0.0, 1e-3, 0.1, 2.0])
+    sig = np.array([0.0, 1e-6, 0.05, 3.0])
+    with np.errstate(all="raise"):
+        tau = initial_tau(n, sig)
+    alpha = iso_orbital_indicator(n, sig, tau)[0]
+    assert tau[0] == 0.0
+    assert np.allclose(alpha[1:], 1.0, rtol=1e-12, atol=0)
+
+    xc = CiderXC()
+    seen = []
+    grid_calc = xc.kernel.calculate
+
+    def record(*args, **kw):
+        if xc.kernel.grid is not None:
+            seen.append((xc.kernel.tau_guess, xc.wfs.kpt_u[0].psit_nG is not None))
+        return grid_calc(*args, **kw)
+
+    xc.kernel.calculate = record
+    atoms = _si(xc, kpts=(1, 1, 1), maxiter=3)
+    from gpaw import KohnShamConvergenceError
+    with pytest.raises(KohnShamConvergenceError):     # 3 iterations are too few
+        atoms.get_potential_energy()
+    # first Hamiltonian: no orbitals, guess on; every later one: orbitals, guess off
+    assert seen[0] == (True, False)
+    assert len(seen) >= 3 and all(s == (False, True) for s in seen[1:])
+    assert xc.kernel.tau_guess is False
+
+
 def _fd(f, h):
     return (8 * (f(h) - f(-h)) - (f(2 * h) - f(-2 * h))) / (12 * h)
 

@@ -32,6 +32,7 @@ from gpaw.xc.libxc import LibXC
 from gpaw.xc.mgga import MGGA
 
 from ..descriptors.periodic import PeriodicGaussianConvolver
+from ..descriptors.semilocal import CTAU
 from .radial import channel_inputs, paw_correction
 
 _TERM = re.compile(r"^\s*(?:([0-9.eE+-]+)\s*\*\s*)?([A-Za-z0-9_]+)\s*$")
@@ -81,6 +82,14 @@ class _GridContext:
         return X[..., b[0]:e[0], b[1]:e[1], b[2]:e[2]]
 
 
+def initial_tau(n, sigma):
+    """Stand-in kinetic-energy density tau_W + tau_0 (alpha = 1, the
+    uniform-gas value) of a closed-shell density, for the Hamiltonian GPAW
+    builds before any orbitals exist."""
+    ns = np.maximum(n, 1e-30)
+    return np.where(n > 0.0, sigma / (8.0 * ns) + CTAU * ns ** (5.0 / 3.0), 0.0)
+
+
 class CiderKernel:
     """GPAW XC kernel (type MGGA) of a :class:`~cider_xc.CiderFunctional`.
 
@@ -103,6 +112,9 @@ class CiderKernel:
                             if onsite == "pbe" and functional.cider_x != 0.0 else [])
         self.grid = None
         self.radial = None      # (PAWFeatures, atom index, all-electron?) on site
+        # True while GPAW has no orbitals yet (first Hamiltonian): the grid
+        # tau is then replaced by initial_tau(n, sigma) (CiderXC.process_mgga)
+        self.tau_guess = False
 
     def calculate(self, e_g, n_sg, dedn_sg, sigma_xg=None, dedsigma_xg=None,
                   tau_sg=None, dedtau_sg=None):
@@ -124,6 +136,8 @@ class CiderKernel:
             cx = 0.0
         for s in range(nspins if cx != 0.0 else 0):
             n, sig, tau = channel_inputs(n_sg, sigma_xg, tau_sg, s)
+            if self.tau_guess and self.grid is not None:
+                tau = initial_tau(n, sig)
             a_i, a_derivs = fn.chain.exponents(n, sig, tau)
             efac = 0.5 if nspins == 2 else 1.0       # e_g = efac * cx * exc(channel)
             if self.grid is not None:
@@ -341,6 +355,29 @@ class CiderXC(MGGA):
             self._conv = (key, PeriodicGaussianConvolver(gd.cell_cv, gd.N_c,
                                                          self.exponent_ratio))
         return self._conv[1]
+
+    def _orbitals_missing(self):
+        """True when GPAW's kinetic-energy density would be None (no
+        orbitals or occupations yet: the Hamiltonian of the initial guess)."""
+        wfs = getattr(self, "wfs", None)
+        if self.fixed_ke or wfs is None or not wfs.kpt_u:
+            return False
+        kpt = wfs.kpt_u[0]
+        return kpt.f_n is None or kpt.psit_nG is None
+
+    def process_mgga(self, e_g, nt_sg, v_sg, sigma_xg, dedsigma_xg):
+        """GPAW's meta-GGA step; before any orbitals exist, GPAW passes
+        tau~ = 0 (plus the pseudo-core part), where the CIDER enhancement
+        factor sits at its one-orbital limit everywhere (Si8: first energy
+        20 eV off).  The CIDER part then uses initial_tau(n, sigma) on the
+        grid instead (alpha = 1), which only changes the starting
+        Hamiltonian (LCAO guess and first eigensolver step), not the SCF
+        solution: Si8 14 -> 13 and Si64 15 -> 13 iterations (README)."""
+        self.kernel.tau_guess = self._orbitals_missing()
+        try:
+            super().process_mgga(e_g, nt_sg, v_sg, sigma_xg, dedsigma_xg)
+        finally:
+            self.kernel.tau_guess = False
 
     def calculate_impl(self, gd, n_sg, v_sg, e_g):
         t0 = time.perf_counter()
