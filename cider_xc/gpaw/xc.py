@@ -115,9 +115,19 @@ class CiderKernel:
         # True while GPAW has no orbitals yet (first Hamiltonian): the grid
         # tau is then replaced by initial_tau(n, sigma) (CiderXC.process_mgga)
         self.tau_guess = False
+        self.grid_time = 0.0    # seconds spent in calculate() on the 3-D grid
 
     def calculate(self, e_g, n_sg, dedn_sg, sigma_xg=None, dedsigma_xg=None,
                   tau_sg=None, dedtau_sg=None):
+        if self.grid is None:
+            return self._calculate(e_g, n_sg, dedn_sg, sigma_xg, dedsigma_xg, tau_sg, dedtau_sg)
+        t0 = time.perf_counter()
+        try:
+            return self._calculate(e_g, n_sg, dedn_sg, sigma_xg, dedsigma_xg, tau_sg, dedtau_sg)
+        finally:
+            self.grid_time += time.perf_counter() - t0
+
+    def _calculate(self, e_g, n_sg, dedn_sg, sigma_xg, dedsigma_xg, tau_sg, dedtau_sg):
         fn = self.functional
         nspins = len(n_sg)
         if sigma_xg is None or tau_sg is None:
@@ -279,7 +289,7 @@ class CiderXC(MGGA):
         super().__init__(CiderKernel(functional, onsite), stencil=stencil)
         self.name = "CIDER"
         self._conv = None
-        self.timings = {"features": 0.0, "calls": 0}
+        self.timings = {"features": 0.0, "calls": 0, "gpaw_mgga": 0.0}
 
     # --- GPAW's XC object contract -------------------------------------
     def todict(self):
@@ -395,10 +405,15 @@ class CiderXC(MGGA):
         ctx.paw = paw
         self.last_paw = paw                      # for diagnostics and tests
         self.kernel.grid = ctx
+        t1 = time.perf_counter()
+        k0 = self.kernel.grid_time
         try:
             super().calculate_impl(gd, n_sg, v_sg, e_g)
         finally:
             self.kernel.grid = None
+        # GPAW's own meta-GGA work in this call (gradients, tau from the
+        # orbitals, restriction of dE/dtau): what any meta-GGA pays
+        self.timings["gpaw_mgga"] += time.perf_counter() - t1 - (self.kernel.grid_time - k0)
         results = paw.evaluate(self.kernel) if paw is not None else None
         if paw is not None:
             self.timings["onsite_atoms"] = self.timings.get("onsite_atoms", 0) + len(paw.atoms)
