@@ -146,8 +146,12 @@ class CiderKernel:
             cx = 0.0
         for s in range(nspins if cx != 0.0 else 0):
             n, sig, tau = channel_inputs(n_sg, sigma_xg, tau_sg, s)
+            # channel_inputs clips a negative tau (interpolation noise of
+            # GPAW's pseudo tau) to 0, where E no longer depends on tau
+            tau_clipped = (tau_sg[s] if nspins == 2 else tau_sg[0]).reshape(-1) < 0.0
             if self.tau_guess and self.grid is not None:
                 tau = initial_tau(n, sig)
+                tau_clipped[:] = False
             a_i, a_derivs = fn.chain.exponents(n, sig, tau)
             efac = 0.5 if nspins == 2 else 1.0       # e_g = efac * cx * exc(channel)
             if self.grid is not None:
@@ -182,16 +186,19 @@ class CiderKernel:
                 res = fn.exchange(n, sig, tau, G, -1.5 * G / a_i, a_derivs)
                 vdirect = (res.vG * pref).sum(axis=0)
             vrho = (res.vrho + vdirect).reshape(shape)
+            vtau = res.vtau
+            if tau_clipped.any():
+                vtau = np.where(tau_clipped, 0.0, vtau)
             if nspins == 1:
                 e_g += cx * res.exc.reshape(shape)
                 dedn_sg[0] += cx * vrho
                 dedsigma_xg[0] += cx * res.vsigma.reshape(shape)
-                dedtau_sg[0] += cx * res.vtau.reshape(shape)
+                dedtau_sg[0] += cx * vtau.reshape(shape)
             else:
                 e_g += 0.5 * cx * res.exc.reshape(shape)
                 dedn_sg[s] += cx * vrho
                 dedsigma_xg[2 * s] += 2.0 * cx * res.vsigma.reshape(shape)
-                dedtau_sg[s] += cx * res.vtau.reshape(shape)
+                dedtau_sg[s] += cx * vtau.reshape(shape)
         for coef, kernel in parts:
             e_p = np.zeros_like(e_g)
             v_p = np.zeros_like(dedn_sg)
