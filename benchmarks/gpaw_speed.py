@@ -28,9 +28,10 @@ own meta-GGA work inside the call, ``timings['gpaw_mgga']``: density
 gradients, tau from the orbitals, restriction of dE/dtau; the PAW on-site
 "XC Correction" is taken from GPAW's timer).  The "floor" line is CIDER's
 SCF time without CIDER's own XC work (features minus gpaw_mgga) over PBE's:
-what GPAW's meta-GGA iterations cost at CIDER's iteration count.  Because not every run meets every criterion (see below),
-the time at which GPAW first flags both the energy and the density
-criterion as met is reported too (parsed from the GPAW log) and compared.
+what GPAW's meta-GGA iterations cost at CIDER's iteration count.  Because
+not every run meets every criterion (see below), the time at which GPAW
+first flags both the energy and the density criterion as met is reported
+too (parsed from the GPAW log) and compared.
 
 In the 64-atom cell CIDER did not meet the eigenstate criterion in a first
 run with maxiter 100: the eigenstate error reached 8e-8 at iteration 24
