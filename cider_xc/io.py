@@ -15,6 +15,8 @@ Layout of a model file (a NumPy ``.npz`` archive):
   ``fx_coefficients`` (n_terms,); kind "rbf" (the GP mean itself):
   ``fx_control_points`` (n_control, n_features), ``fx_weights`` (n_control,),
   ``"length_scale"`` in the header's ``fx`` entry
+* optionally ``"bound": {"lower", "upper", "fmax"}`` in the header's ``fx``
+  entry: the bounded output map of F_x (:class:`cider_xc.model.FxBound`)
 * optionally (trained models) the GP state for the uncertainty estimate:
   ``gp_control_points`` (n_control, n_features), ``gp_beta``, ``gp_cov``, with
   ``"gp": {"kernel": "rbf", "length_scale": ..., "amplitude": ...}`` in the header
@@ -104,6 +106,8 @@ def save_functional(path, functional, provenance=None, overwrite=False):
         "provenance": provenance if provenance is not None
         else functional.header.get("provenance", {}),
     }
+    if functional.bound is not None:
+        header["fx"]["bound"] = functional.bound.todict()
     if functional.fx.kind == "rbf":
         header["fx"]["length_scale"] = functional.fx.length_scale
         arrays = {"fx_control_points": functional.fx.control_points,
@@ -126,7 +130,7 @@ def save_functional(path, functional, provenance=None, overwrite=False):
 def read_functional(path):
     """Read and validate a model file; returns a :class:`CiderFunctional`."""
     from .descriptors import DescriptorSettings
-    from .model import CiderFunctional, PolynomialFx
+    from .model import CiderFunctional, FxBound, PolynomialFx
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ModelFileError(path, "no such model file")
@@ -174,6 +178,7 @@ def read_functional(path):
         return CiderFunctional(settings, fx, cider_x=comp.get("cider_x", 1.0),
                                semilocal_xc=comp.get("semilocal_xc"),
                                name=header.get("name", os.path.basename(path)),
-                               header=header, gp=gp)
+                               header=header, gp=gp,
+                               bound=FxBound.fromdict(fxh["bound"]) if "bound" in fxh else None)
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelFileError(path, f"inconsistent model: {exc}") from None

@@ -1,11 +1,13 @@
 """The CIDER exchange functional: descriptor settings + enhancement factor.
 
 E_x[n] = sum_sigma 1/2 int e_x^LDA(2 n_sigma) F_x(x[2 n_sigma]) dr,
-F_x(x) = F_x^PBE(p) + f_ML(x),
+F_x(x) = T(F_x^PBE(p) + f_ML(x)),
 
-with f_ML a polynomial in the bounded descriptors x (see
-:mod:`cider_xc.descriptors.features`) that has no constant term, so that
-f_ML = 0 and F_x = 1 exactly in the uniform electron gas.
+with f_ML a function of the bounded descriptors x (see
+:mod:`cider_xc.descriptors.features`) that vanishes at x = 0, so that
+f_ML = 0 and F_x = 1 exactly in the uniform electron gas, and T an optional
+smooth bounded output map (:class:`FxBound`, identity around 1) that keeps F_x
+inside the local Lieb-Oxford range 0 < F_x < 1.804 for every input.
 
 This module imports neither PySCF nor GPAW.
 """
@@ -295,6 +297,55 @@ def _rbf_eval(Xc, w, gamma, x, f, df):
         f[g] = fg
 
 
+class FxBound:
+    """Smooth bounded output map T of the enhancement factor.
+
+    With the algebraic sigmoid q(u) = u / sqrt(1 + u^2):
+    T(y) = y on [lower, upper] (so T(1) = 1: the uniform gas is untouched),
+    upper + D q((y - upper)/D) above (D = fmax - upper, T -> fmax) and
+    lower + lower q((y - lower)/lower) below (T -> 0 as lower/(2 u^2), so it
+    stays positive in floating point too).  T is monotonic and C^2 (q is odd
+    with q'(0) = 1), so the potential stays continuous and smooth; 0 < T(y) <
+    fmax for every y, whatever f_ML does.
+
+    Parameters
+    ----------
+    lower, upper, fmax : float, 0 < lower < 1 < upper < fmax
+    """
+
+    def __init__(self, lower=0.4, upper=1.5, fmax=1.804):
+        lower, upper, fmax = float(lower), float(upper), float(fmax)
+        if not (0.0 < lower < 1.0 < upper < fmax and math.isfinite(fmax)):
+            raise ValueError(f"F_x bound needs 0 < lower < 1 < upper < fmax, got "
+                             f"lower={lower}, upper={upper}, fmax={fmax}")
+        self.lower, self.upper, self.fmax = lower, upper, fmax
+
+    def todict(self):
+        return {"lower": self.lower, "upper": self.upper, "fmax": self.fmax}
+
+    @classmethod
+    def fromdict(cls, d):
+        if not isinstance(d, dict) or set(d) != {"lower", "upper", "fmax"}:
+            raise ValueError(f"F_x bound must have lower, upper and fmax, got {d!r}")
+        return cls(**d)
+
+    def __call__(self, y):
+        """T(y) and dT/dy (arrays shaped like y)."""
+        y = np.asarray(y, dtype=float)
+        lo, up = self.lower, self.upper
+        dd = self.fmax - up
+        u = np.maximum(y - up, 0.0) / dd
+        v = np.minimum(y - lo, 0.0) / lo
+        su = np.sqrt(1.0 + u * u)
+        sv = np.sqrt(1.0 + v * v)
+        t = np.clip(y, lo, up) + dd * u / su + lo * v / sv
+        dt = 1.0 / (su * su * su * sv * sv * sv)   # 1 inside, (1+u^2)^-3/2 outside
+        return t, dt
+
+    def __repr__(self):
+        return f"FxBound(lower={self.lower}, upper={self.upper}, fmax={self.fmax})"
+
+
 @dataclasses.dataclass
 class XResult:
     """Exchange energy density (per volume) and its derivatives, per point.
@@ -323,10 +374,13 @@ class CiderFunctional:
     name : str
     header : dict
         The model file header (provenance, training target, ...).
+    bound : FxBound or None
+        Bounded output map of F_x (None: F_x = F_x^PBE + f_ML unbounded, as
+        in models written before the map existed).
     """
 
     def __init__(self, settings, fx, cider_x=1.0, semilocal_xc=None, name="cider",
-                 header=None, gp=None):
+                 header=None, gp=None, bound=None):
         if not isinstance(settings, DescriptorSettings):
             raise TypeError("settings must be a DescriptorSettings")
         if fx.n_features != settings.n_features:
@@ -340,6 +394,9 @@ class CiderFunctional:
         self.name = name
         self.header = dict(header or {})
         self.chain = FeatureChain(settings)
+        if bound is not None and not isinstance(bound, FxBound):
+            raise TypeError("bound must be an FxBound or None")
+        self.bound = bound
         self.gp = None
         if gp is not None:
             gp = dict(gp)
@@ -381,7 +438,7 @@ class CiderFunctional:
             cx = self.cider_x if cider_x is None else cider_x
             sl = self.semilocal_xc if semilocal_xc is None else semilocal_xc
         return CiderFunctional(self.settings, self.fx, cx, sl, self.name, self.header,
-                               self.gp)
+                               self.gp, self.bound)
 
     def uncertainty(self, x):
         """GP posterior standard deviation of f_ML at x (n_features, N).
@@ -407,6 +464,26 @@ class CiderFunctional:
         return self.gp["amplitude"] * np.exp(-0.5 * d2 / self.gp["length_scale"] ** 2) \
             + 1e-8 * self.gp["amplitude"] * np.eye(len(Xc))
 
+    def enhancement(self, x, p=None, fpbe=None):
+        """F_x at model inputs x (n_features, N) with reduced gradient p (N,).
+
+        Returns F (N,), dF/dx (n_features, N) and dF/dp at fixed x (N,), the
+        PBE baseline's explicit p dependence.  The one place F_x is formed:
+        the SCF plugins, training and evaluation all call it.  Training data
+        store F_x^PBE itself: pass it as ``fpbe`` instead of p (dF/dp is then
+        None)."""
+        f, df = self.fx(x)
+        if fpbe is None:
+            fpbe, dfpbe = pbe_enhancement(p)
+        else:
+            fpbe, dfpbe = np.asarray(fpbe, dtype=float), None
+        F = fpbe + f
+        if self.bound is not None:
+            F, dT = self.bound(F)
+            df = df * dT
+            dfpbe = None if dfpbe is None else dfpbe * dT
+        return F, df, dfpbe
+
     def exchange(self, n, sigma, tau, G, dG_da=None, a_derivs=None):
         """Closed-shell exchange energy density and derivatives.
 
@@ -420,9 +497,7 @@ class CiderFunctional:
         """
         n = np.asarray(n, dtype=float)
         x, jac = self.chain.transform(n, sigma, tau, G)
-        f, df = self.fx(x)
-        fpbe, dfpbe = pbe_enhancement(jac.p)
-        F = fpbe + f
+        F, df, dfpbe = self.enhancement(x, jac.p)
         e0, de0 = lda_exchange(n)
         mask = n > self.settings.rho_cutoff
         e0 = np.where(mask, e0, 0.0)

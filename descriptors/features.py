@@ -4,10 +4,14 @@
 closed-shell density and the nonlocal integrals G_i to the model inputs
 
     x_p     = p / (1 + p)                    in [0, 1)
-    x_alpha = (alpha - 1) / (alpha + 1)      in [-1, 1)   (alpha clipped at 0)
-    x_gi    = (g_i - 1) / (g_i + 1)          in [-1, 1)   (g_i clipped at 0)
+    x_alpha = r(alpha)                       in (-3, 1)
+    x_gi    = r(g_i)                         in (-3, 1)
 
-with g_i = G_i (m_i A)^(3/2) / 2.  All are 0 in the uniform electron gas.
+with g_i = G_i (m_i A)^(3/2) / 2 and the bounded ratio map
+r(y) = (y - 1)/(y + 1) for y >= 0, continued to negative y (numerical noise:
+tau < tau_W, a fitted density slightly below 0) by (3y - 1)/(1 - y), which
+matches its value and slope at y = 0, so that F_x and the potential stay
+continuous there.  All are 0 in the uniform electron gas.
 Shapes: inputs (N,), G (n_nonlocal, N); x (n_features, N).
 """
 from __future__ import annotations
@@ -31,6 +35,17 @@ class FeatureJacobian:
     p: np.ndarray
     dp_dn: np.ndarray
     dp_ds: np.ndarray
+
+
+def ratio_map(y):
+    """r(y) = (y - 1)/(y + 1) (y >= 0), (3y - 1)/(1 - y) (y < 0), and dr/dy.
+
+    Monotonic, C^1, bounded in (-3, 1), r(1) = 0."""
+    y = np.asarray(y, dtype=float)
+    pos = y >= 0.0
+    d = np.where(pos, y + 1.0, 1.0 - y)
+    r = np.where(pos, y - 1.0, 3.0 * y - 1.0) / d
+    return r, 2.0 / (d * d)
 
 
 class FeatureChain:
@@ -58,19 +73,14 @@ class FeatureChain:
             raise ValueError(
                 f"expected G of shape ({s.n_nonlocal}, N), got {G.shape}")
         p, dp_dn, dp_ds = reduced_gradient(n, sigma, s.rho_cutoff)
-        alpha, da_dn, da_ds, da_dt = iso_orbital_indicator(n, sigma, tau, s.rho_cutoff)
+        alpha, da_dn, da_ds, da_dt = iso_orbital_indicator(n, sigma, tau, s.rho_cutoff,
+                                                           s.alpha_eta)
         x = np.empty((s.n_features, p.size))
         x[0] = p / (1.0 + p)
         dxp = 1.0 / (1.0 + p) ** 2
-        pos = alpha > 0.0
-        ac = np.where(pos, alpha, 0.0)
-        x[1] = (ac - 1.0) / (ac + 1.0)
-        dxa = np.where(pos, 2.0 / (ac + 1.0) ** 2, 0.0)
-        g = G * self.g_scale[:, None]
-        gpos = g > 0.0
-        gc = np.where(gpos, g, 0.0)
-        x[2:] = (gc - 1.0) / (gc + 1.0)
-        dxg = np.where(gpos, 2.0 * self.g_scale[:, None] / (gc + 1.0) ** 2, 0.0)
+        x[1], dxa = ratio_map(alpha)
+        x[2:], dxg = ratio_map(G * self.g_scale[:, None])
+        dxg = dxg * self.g_scale[:, None]
         jac = FeatureJacobian(dxp * dp_dn, dxp * dp_ds, dxa * da_dn, dxa * da_ds,
                               dxa * da_dt, dxg, p, dp_dn, dp_ds)
         return x, jac

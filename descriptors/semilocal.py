@@ -47,8 +47,18 @@ def reduced_gradient(n, sigma, rho_cutoff=0.0):
     return p, dp_dn, dp_ds
 
 
-def iso_orbital_indicator(n, sigma, tau, rho_cutoff=0.0):
-    """alpha = (tau - tau_W)/tau_0 with derivatives d/dn, d/dsigma, d/dtau.
+def iso_orbital_indicator(n, sigma, tau, rho_cutoff=0.0, eta=0.0):
+    """alpha = (tau - tau_W)/(tau_0 + eta tau_W) with derivatives d/dn,
+    d/dsigma, d/dtau.
+
+    eta = 0 is the usual iso-orbital indicator.  eta > 0 (r2SCAN's
+    regularisation) keeps alpha and its derivatives bounded where tau_W >>
+    tau_0 (density tails, one-orbital regions): there dalpha/dtau ~
+    1/(eta tau_W) instead of 1/tau_0 ~ n^(-5/3), so the tau potential of a
+    functional of alpha no longer diverges as n^(-1/3) where the density
+    vanishes.  tau, tau_W and tau_0 all scale as lambda^5 under uniform
+    scaling, so alpha stays scale-invariant, and tau_W = 0 keeps alpha = 1
+    in the uniform gas.
 
     At vacuum points alpha = 1 (uniform-gas value) with zero derivatives."""
     mask, ns = _safe(n, rho_cutoff)
@@ -56,10 +66,11 @@ def iso_orbital_indicator(n, sigma, tau, rho_cutoff=0.0):
     tau = np.where(mask, tau, 0.0)
     tau0 = CTAU * ns ** (5.0 / 3.0)
     tauw = sigma / (8.0 * ns)
-    alpha = np.where(mask, (tau - tauw) / tau0, 1.0)
-    da_dn = np.where(mask, (-5.0 / 3.0 * tau + 8.0 / 3.0 * tauw) / (tau0 * ns), 0.0)
-    da_ds = np.where(mask, -1.0 / (8.0 * ns * tau0), 0.0)
-    da_dt = np.where(mask, 1.0 / tau0, 0.0)
+    den = tau0 + eta * tauw
+    alpha = np.where(mask, (tau - tauw) / den, 1.0)
+    da_dn = np.where(mask, (tauw + alpha * (eta * tauw - 5.0 / 3.0 * tau0)) / (den * ns), 0.0)
+    da_ds = np.where(mask, -(1.0 + eta * alpha) / (8.0 * ns * den), 0.0)
+    da_dt = np.where(mask, 1.0 / den, 0.0)
     return alpha, da_dn, da_ds, da_dt
 
 

@@ -32,6 +32,12 @@ class DescriptorSettings:
         Exponent parameters (A > C >= 0, B >= 0 keep a(r) > 0).
     multipliers : tuple of float
         Exponent multipliers m_i, one nonlocal feature each.
+    alpha_eta : float
+        Regularisation of the iso-orbital indicator,
+        alpha = (tau - tau_W)/(tau_0 + alpha_eta tau_W) (0: the usual alpha).
+        A positive value keeps the tau potential bounded in density tails and
+        one-orbital regions (see :func:`iso_orbital_indicator`) and keeps
+        every exact constraint.
     rho_cutoff : float
         Densities (of the closed-shell density 2 n_sigma) below this value
         contribute nothing; see DESIGN.md section 2 for why this does not
@@ -43,11 +49,12 @@ class DescriptorSettings:
     C: float = 0.5
     multipliers: tuple = (0.5, 1.0, 2.0)
     rho_cutoff: float = 1e-10
+    alpha_eta: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "multipliers",
                            tuple(float(m) for m in self.multipliers))
-        for name in ("A", "B", "C", "rho_cutoff"):
+        for name in ("A", "B", "C", "rho_cutoff", "alpha_eta"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"descriptor setting {name}={v!r} must be a finite number")
@@ -65,6 +72,8 @@ class DescriptorSettings:
             raise ValueError(f"exponent multipliers must be positive: {self.multipliers}")
         if not self.rho_cutoff >= 0:
             raise ValueError("rho_cutoff must be >= 0")
+        if not self.alpha_eta >= 0:
+            raise ValueError(f"alpha_eta={self.alpha_eta} must be >= 0")
 
     @property
     def n_nonlocal(self) -> int:

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 
 from cider_xc.descriptors import DescriptorSettings
-from cider_xc.model import CiderFunctional, RBFFx
+from cider_xc.model import CiderFunctional, FxBound, RBFFx
 
 from .gp import IntegratedGPR, Observation, map_to_polynomial
 
@@ -15,15 +15,17 @@ HARTREE_TO_KCAL = 627.5094740631
 
 
 def training_systems(data):
-    """name -> (X (N, d), w (N,)) and name -> y = E_x^ref - E_x^PBE."""
-    systems, resid = {}, {}
+    """name -> (X (N, d), w (N,)), name -> y = E_x^ref - E_x^PBE and
+    name -> F_x^PBE (N,) at the same points."""
+    systems, resid, baselines = {}, {}, {}
     for name, (attrs, arrays) in data.items():
         nspin = int(attrs["nspin"])
         X = np.concatenate([arrays[f"spin{s}/x"] for s in range(nspin)], axis=1).T
         w = np.concatenate([arrays[f"spin{s}/we"] for s in range(nspin)])
         systems[name] = (np.ascontiguousarray(X), w)
         resid[name] = float(attrs["exx"]) - float(attrs["ex_pbe"])
-    return systems, resid
+        baselines[name] = np.concatenate([arrays[f"spin{s}/fpbe"] for s in range(nspin)])
+    return systems, resid, baselines
 
 
 def atom_counts(attrs):
@@ -58,7 +60,8 @@ def default_observations(data, resid, sigma_abs=2e-3, sigma_diff=3e-4):
 def fit_functional(data, *, name="cider", evaluator="rbf", degree=4, n_control=200,
                    cider_x=0.25, semilocal_xc="0.75*GGA_X_PBE, GGA_C_PBE",
                    trained_on="exact_exchange", random_state=0, verbose=False,
-                   sigma_abs=2e-3, sigma_diff=3e-4, gp_kwargs=None, map_kwargs=None):
+                   sigma_abs=2e-3, sigma_diff=3e-4, gp_kwargs=None, map_kwargs=None,
+                   bound=None):
     """Fit the GP on ``data`` (name -> (attrs, arrays)) and turn it into the
     evaluator of a model file.
 
@@ -66,18 +69,25 @@ def fit_functional(data, *, name="cider", evaluator="rbf", degree=4, n_control=2
     kernel; the only deviation from the GP is the constant subtracted to make
     f(0) = 0 exactly, reported); evaluator="polynomial" maps it to a
     polynomial of ``degree`` (measured to generalise much worse: see README).
+    bound: None, an :class:`FxBound` or its dict ({lower, upper, fmax}): the
+    bounded output map of F_x, fitted through (Gauss-Newton, see
+    :mod:`cider_xc.training.gp`) and stored in the model.
 
     Returns (CiderFunctional, report)."""
     settings = {a["descriptor_settings"] for a, _ in data.values()}
     if len(settings) != 1:
         raise ValueError("reference data computed with different descriptor settings")
     settings = DescriptorSettings.fromdict(json.loads(settings.pop()))
-    systems, resid = training_systems(data)
+    if isinstance(bound, dict):
+        bound = FxBound.fromdict(bound)
+    systems, resid, baselines = training_systems(data)
     obs = default_observations(data, resid, sigma_abs=sigma_abs, sigma_diff=sigma_diff)
     gp = IntegratedGPR(n_control=n_control, random_state=random_state, verbose=verbose,
-                       **(gp_kwargs or {}))
-    gp.fit(systems, obs)
+                       bound=bound, **(gp_kwargs or {}))
+    gp.fit(systems, obs, baselines)
     if evaluator == "polynomial":
+        if bound is not None:
+            raise ValueError("the polynomial evaluator does not support a bound")
         fx, report = map_to_polynomial(gp, systems, degree=degree, random_state=random_state,
                                        **(map_kwargs or {}))
     elif evaluator == "rbf":
@@ -91,7 +101,7 @@ def fit_functional(data, *, name="cider", evaluator="rbf", degree=4, n_control=2
                   "max_deviation": float(np.abs(dev).max())}
     else:
         raise ValueError(f"unknown evaluator {evaluator!r} (rbf or polynomial)")
-    gp_res = evaluate_gp(gp, data, systems)
+    gp_res = evaluate_gp(gp, data, systems, baselines)
     report.update({
         "gp_mae_ex_kcal": gp_res[0], "gp_mae_aex_kcal": gp_res[1],
         "n_systems": len(systems), "n_observations": len(obs),
@@ -103,15 +113,19 @@ def fit_functional(data, *, name="cider", evaluator="rbf", degree=4, n_control=2
                              "reference": json.loads(next(iter(data.values()))[0]["reference"])}}
     gp_state = {"control_points": gp.control_points_, "beta": gp.beta_, "cov": gp.cov_,
                 "length_scale": gp.length_scale_, "amplitude": gp.amplitude_}
+    if bound is not None:
+        report["bound"] = bound.todict()
+        report["gauss_newton_steps"] = gp.gauss_newton_steps_
     fn = CiderFunctional(settings, fx, cider_x=cider_x, semilocal_xc=semilocal_xc,
-                         name=name, header=header, gp=gp_state)
+                         name=name, header=header, gp=gp_state, bound=bound)
     return fn, report
 
 
-def evaluate_gp(gp, data, systems):
+def evaluate_gp(gp, data, systems, baselines=None):
     """MAE (kcal/mol) of the GP itself: absolute and atomization exchange."""
     resid = {n: float(a["exx"]) - float(a["ex_pbe"]) for n, (a, _) in data.items()}
-    pred = {n: gp.integrate(*systems[n]) for n in data}
+    pred = {n: gp.integrate(*systems[n], None if baselines is None else baselines[n])
+            for n in data}
     ex = np.mean([abs(pred[n] - resid[n]) for n in data]) * HARTREE_TO_KCAL
     ae = [abs(sum(c * (pred[k] - resid[k]) for k, c in co.items()))
           for n in data if (co := atomization_coefs(data, n))]
@@ -123,13 +137,11 @@ def evaluate_exchange(fn, data):
 
     Returns a dict with per-system rows and MAEs (kcal/mol) of absolute
     exchange and of atomization exchange, for CIDER and PBE."""
-    systems, _ = training_systems(data)
+    systems, _, baselines = training_systems(data)
     rows = {}
     for name, (attrs, arrays) in data.items():
         X, w = systems[name]
-        nspin = int(attrs["nspin"])
-        fpbe = np.concatenate([arrays[f"spin{s}/fpbe"] for s in range(nspin)])
-        e_c = float(w @ (fpbe + fn.fx(X.T)[0]))
+        e_c = float(w @ fn.enhancement(X.T, fpbe=baselines[name])[0])
         rows[name] = {"exx": float(attrs["exx"]), "cider": e_c, "pbe": float(attrs["ex_pbe"])}
     ae = {}
     for name in data:

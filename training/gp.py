@@ -18,6 +18,14 @@ the posterior covariance of beta is the inverse of that matrix (both
 evaluated in the equivalent observation-space form for stability), and the
 kernel hyperparameters (RBF length scale and amplitude) are chosen by the
 log marginal likelihood of y ~ N(0, Phi K_cc^-1 Phi^T + S) on a grid.
+
+With a bounded output map T (:class:`cider_xc.model.FxBound`), the model
+exchange energy sum_g w_g T(F_PBE,g + f(x_g)) is no longer linear in beta.
+The fit then takes Gauss-Newton steps from the linear solution: each step
+linearises T around the current f, which gives rows sum_g w_g T'_g k(x_g, X_c)
+and shifted targets, and solves the same regularised least squares (kernel
+hyperparameters kept from the linear fit).  Since T is the identity over the
+range where F_x lives in the training data, a few steps suffice.
 """
 from __future__ import annotations
 
@@ -59,7 +67,8 @@ class IntegratedGPR:
 
     def __init__(self, n_control=200, length_scales=(0.5, 0.65, 0.8),
                  amplitudes=(0.03, 0.1, 0.3), random_state=0, chunk=20000,
-                 max_kmeans_points=200000, verbose=False):
+                 max_kmeans_points=200000, verbose=False, bound=None,
+                 n_gauss_newton=6):
         self.n_control = n_control
         self.length_scales = length_scales
         self.amplitudes = amplitudes
@@ -67,6 +76,8 @@ class IntegratedGPR:
         self.chunk = chunk
         self.max_kmeans_points = max_kmeans_points
         self.verbose = verbose
+        self.bound = bound
+        self.n_gauss_newton = n_gauss_newton
 
     # systems: name -> (X (N, d), w (N,))
     def _control_points(self, systems):
@@ -89,7 +100,9 @@ class IntegratedGPR:
             rows[name] = r
         return rows
 
-    def fit(self, systems, observations):
+    def fit(self, systems, observations, baselines=None):
+        """systems: name -> (X (N, d), w (N,)); baselines: name -> F_x^PBE (N,),
+        needed with a bound (the map acts on F_PBE + f)."""
         obs = list(observations)
         if not obs:
             raise ValueError("no observations to fit")
@@ -124,19 +137,66 @@ class IntegratedGPR:
         if best is None:
             raise RuntimeError("no kernel hyperparameters gave a valid fit")
         lml, ls, amp, Phi, Kcc, L, Lc = best
+        self.control_points_ = Xc
+        self.length_scale_ = ls
+        self.amplitude_ = amp
+        self.log_marginal_likelihood_ = lml
+        self._solve(Phi, Kcc, L, Lc, y)
+        self.gauss_newton_steps_ = []
+        if self.bound is not None:
+            if baselines is None or not set(systems) <= set(baselines):
+                raise ValueError("a bounded fit needs the F_x^PBE baseline of every system")
+            for it in range(self.n_gauss_newton):
+                rows, offs = self._linearised_rows(systems, baselines)
+                Phi = np.array([sum(c * rows[n] for n, c in o.coefs.items()) for o in obs]
+                               + [Phi[-1]])
+                yk = y - np.array([sum(c * offs[n] for n, c in o.coefs.items())
+                                   for o in obs] + [0.0])
+                C = Phi @ scipy.linalg.cho_solve(L, Phi.T) + np.diag(sig ** 2)
+                Lc = scipy.linalg.cho_factor(C, lower=True)
+                beta_old = self.beta_
+                self._solve(Phi, Kcc, L, Lc, yk)
+                step = float(np.abs(amp * (self.beta_ - beta_old)).max())
+                self.gauss_newton_steps_.append(step)
+                if self.verbose:
+                    print(f"  Gauss-Newton step {it + 1}: max |d(amp beta)| = {step:.3g}")
+                if step < 1e-6:
+                    break
+            # residuals of the exact (not linearised) bounded model
+            pred = {n: self.integrate(X, w, baselines[n]) for n, (X, w) in systems.items()}
+            self.residuals_ = y - np.array(
+                [sum(c * pred[n] for n, c in o.coefs.items()) for o in obs] + [0.0])
+        self.observations_ = obs
+        return self
+
+    def _solve(self, Phi, Kcc, L, Lc, y):
         # observation-space form (stable with near-noiseless rows):
         # beta = Kcc^-1 Phi^T C^-1 y,  cov = Kcc^-1 - Kcc^-1 Phi^T C^-1 Phi Kcc^-1
         B = scipy.linalg.cho_solve(L, Phi.T)
         self.beta_ = B @ scipy.linalg.cho_solve(Lc, y)
         self.cov_ = scipy.linalg.cho_solve(L, np.eye(len(Kcc))) - B @ scipy.linalg.cho_solve(Lc, B.T)
         self.cov_ = 0.5 * (self.cov_ + self.cov_.T)
-        self.control_points_ = Xc
-        self.length_scale_ = ls
-        self.amplitude_ = amp
-        self.log_marginal_likelihood_ = lml
         self.residuals_ = y - Phi @ self.beta_
-        self.observations_ = obs
-        return self
+
+    def _linearised_rows(self, systems, baselines):
+        """Per system: row sum_g w_g T'_g k(x_g, X_c) (amplitude included) and
+        offset sum_g w_g (T(F_PBE + f) - F_PBE - T' f) at the current f."""
+        rows, offs = {}, {}
+        wc = self.amplitude_ * self.beta_
+        for name, (X, w) in systems.items():
+            fb = baselines[name]
+            r = np.zeros(len(wc))
+            o = 0.0
+            for i in range(0, len(X), self.chunk):
+                K = _rbf(X[i:i + self.chunk], self.control_points_, self.length_scale_, 1.0)
+                f = K @ wc
+                t, dt = self.bound(fb[i:i + self.chunk] + f)
+                wi = w[i:i + self.chunk]
+                r += (wi * dt) @ K
+                o += wi @ (t - fb[i:i + self.chunk] - dt * f)
+            rows[name] = self.amplitude_ * r
+            offs[name] = o
+        return rows, offs
 
     def predict(self, X, return_std=False):
         """f_ML at X (N, d); optionally the posterior standard deviation."""
@@ -147,10 +207,16 @@ class IntegratedGPR:
         var = np.einsum("nc,cd,nd->n", K, self.cov_, K)
         return mean, np.sqrt(np.maximum(var, 0.0))
 
-    def integrate(self, X, w):
+    def integrate(self, X, w, baseline=None):
+        """sum_g w_g f(x_g); with a bound and the F_x^PBE baseline, the
+        exchange energy beyond PBE, sum_g w_g (T(F_PBE + f) - F_PBE)."""
         out = 0.0
         for i in range(0, len(X), self.chunk):
-            out += w[i:i + self.chunk] @ self.predict(X[i:i + self.chunk])
+            f = self.predict(X[i:i + self.chunk])
+            if self.bound is not None and baseline is not None:
+                fb = baseline[i:i + self.chunk]
+                f = self.bound(fb + f)[0] - fb
+            out += w[i:i + self.chunk] @ f
         return out
 
 

@@ -51,9 +51,11 @@ def enhancement_plot(fn, path, nonlocal_x=0.0):
         x[0] = p / (1 + p)
         x[1] = (alpha - 1) / (alpha + 1)
         x[2:] = nonlocal_x
-        F = pbe_enhancement(p)[0] + fn.fx(x)[0]
+        F = fn.enhancement(x, p)[0]
         ax.plot(s, F, label=f"alpha = {alpha:g}")
     ax.plot(s, pbe_enhancement(p)[0], "k--", label="PBE")
+    if fn.bound is not None:
+        ax.axhline(fn.bound.fmax, color="grey", lw=0.8, ls=":", label="bound (Lieb-Oxford)")
     ax.set_xlabel("s")
     ax.set_ylabel("F_x")
     ax.set_title(f"{fn.name}: F_x at nonlocal inputs x_g = {nonlocal_x:g}")

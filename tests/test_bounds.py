@@ -1,0 +1,151 @@
+"""Trust by construction: the regularised alpha, the C^1 ratio map, the
+bounded output map of F_x, and the shipped default's range over the whole
+descriptor box."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+import cider_xc
+from cider_xc.descriptors import DescriptorSettings, FeatureChain
+from cider_xc.descriptors import semilocal as sl
+from cider_xc.descriptors.features import ratio_map
+from cider_xc.model import CiderFunctional, FxBound
+from test_semilocal import _check_fd, _random_density
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.01, 1.0])
+def test_regularised_alpha_derivatives(eta, rng):
+    n, s, t = _random_density(rng)
+    al, dn, ds, dt = sl.iso_orbital_indicator(n, s, t, eta=eta)
+    _check_fd(lambda x: sl.iso_orbital_indicator(x, s, t, eta=eta)[0], n, dn)
+    _check_fd(lambda x: sl.iso_orbital_indicator(n, x, t, eta=eta)[0], s, ds)
+    _check_fd(lambda x: sl.iso_orbital_indicator(n, s, x, eta=eta)[0], t, dt)
+
+
+def test_regularised_alpha_scaling_and_uniform_gas(rng):
+    n, s, t = _random_density(rng)
+    al = sl.iso_orbital_indicator(n, s, t, eta=0.01)[0]
+    # uniform scaling: n -> l^3 n, sigma -> l^8 sigma, tau -> l^5 tau
+    for lam in (0.3, 2.7):
+        al2 = sl.iso_orbital_indicator(lam ** 3 * n, lam ** 8 * s, lam ** 5 * t, eta=0.01)[0]
+        assert np.allclose(al2, al, rtol=1e-12, atol=0)
+    tau0 = sl.CTAU * n ** (5 / 3)
+    assert np.allclose(sl.iso_orbital_indicator(n, 0 * n, tau0, eta=0.01)[0], 1.0,
+                       rtol=1e-14, atol=0)
+
+
+def test_regularised_alpha_bounds_the_tau_potential():
+    """In an exponential tail n = exp(-2 k r), tau = tau_W (one orbital),
+    dalpha/dtau ~ 1/tau_0 diverges as n^(-5/3) without the regularisation and
+    stays ~ 1/(eta tau_W) ~ 1/n with it: e_x^LDA dalpha/dtau -> 0."""
+    n = np.logspace(-12, -6, 7)
+    k = 1.0
+    sigma = (2 * k * n) ** 2
+    tau = sigma / (8 * n)
+    e0 = -sl.lda_exchange(n)[0]
+    v0 = e0 * sl.iso_orbital_indicator(n, sigma, tau, eta=0.0)[3]
+    v1 = e0 * sl.iso_orbital_indicator(n, sigma, tau, eta=0.01)[3]
+    assert v0[0] > 1e3 and np.all(np.diff(v0) < 0)          # n^(-1/3) divergence
+    assert v1[0] < 0.05 and np.all(np.diff(v1) > 0)          # n^(1/3) -> 0
+
+
+def test_ratio_map_is_c1_and_bounded():
+    y = np.concatenate([-np.logspace(-8, 8, 50), [0.0], np.logspace(-8, 8, 50)])
+    r, dr = ratio_map(y)
+    assert np.all(r > -3) and np.all(r < 1) and np.all(np.diff(r[np.argsort(y)]) >= 0)
+    assert ratio_map(np.array([1.0]))[0][0] == 0.0
+    h = 1e-6
+    fd = (ratio_map(y + h)[0] - ratio_map(y - h)[0]) / (2 * h)
+    assert np.allclose(fd, dr, rtol=1e-6, atol=1e-9)
+    # value and slope continuous at 0
+    eps = 1e-12
+    assert abs(ratio_map(np.array([eps]))[0][0] - ratio_map(np.array([-eps]))[0][0]) < 1e-11
+    assert abs(ratio_map(np.array([eps]))[1][0] - ratio_map(np.array([-eps]))[1][0]) < 1e-10
+
+
+def test_fx_bound_map():
+    b = FxBound(0.4, 1.5, 1.804)
+    y = np.linspace(-50, 50, 200001)
+    t, dt = b(y)
+    assert np.all(t > 0) and np.all(t < 1.804) and np.all(np.diff(t) > 0)
+    inside = (y >= 0.4) & (y <= 1.5)
+    assert np.array_equal(t[inside], y[inside])
+    assert b(np.array([1.0]))[0][0] == 1.0
+    h = 1e-6
+    fd = (b(y + h)[0] - b(y - h)[0]) / (2 * h)
+    assert np.allclose(fd, dt, rtol=1e-6, atol=1e-8)
+    # C^2 at the seams: second differences match on both sides
+    for y0 in (0.4, 1.5):
+        d2 = [(b(np.array([y0 + s * 2e-4 + 1e-4]))[1][0] - b(np.array([y0 + s * 2e-4 - 1e-4]))[1][0])
+              / 2e-4 for s in (-1, 1)]
+        assert abs(d2[0] - d2[1]) < 1e-2
+    with pytest.raises(ValueError, match="lower < 1 < upper"):
+        FxBound(0.4, 0.9, 1.804)
+    with pytest.raises(ValueError):
+        FxBound.fromdict({"lower": 0.4})
+
+
+def _bounded(fn, eta=0.01):
+    return CiderFunctional(dataclasses.replace(fn.settings, alpha_eta=eta), fn.fx,
+                           fn.cider_x, fn.semilocal_xc, name="bounded", bound=FxBound())
+
+
+def test_bounded_model_energy_density_derivatives(test_nl, rng):
+    """Potentials of a bounded, alpha-regularised model against finite
+    differences, with points in both saturated branches of the bound."""
+    st = dataclasses.replace(test_nl.settings, alpha_eta=0.01)
+    # scale up the untrained polynomial so F_x leaves [0.4, 1.5] often
+    fx = type(test_nl.fx)(test_nl.fx.exponents, 8 * test_nl.fx.coefficients)
+    fn = CiderFunctional(st, fx, name="steep", bound=FxBound())
+    n, s, t = _random_density(rng, 300)
+    G = 10 ** rng.uniform(-1, 1, (3, n.size))
+    x, jac = fn.chain.transform(n, s, t, G)
+    raw = sl.pbe_enhancement(jac.p)[0] + fx(x)[0]
+    assert (raw > 1.5).sum() > 10 and (raw < 0.4).sum() > 10
+    res = fn.exchange(n, s, t, G)
+    F = res.exc / sl.lda_exchange(n)[0]
+    assert np.all(F > 0) and np.all(F < 1.804)
+    e = lambda **kw: fn.exchange(**{"n": n, "sigma": s, "tau": t, "G": G, **kw}).exc  # noqa
+    _check_fd(lambda v: e(n=v), n, res.vrho)
+    _check_fd(lambda v: e(sigma=v), s, res.vsigma)
+    _check_fd(lambda v: e(tau=v), t, res.vtau)
+    for i in range(3):
+        def ei(v, i=i):
+            Gx = G.copy()
+            Gx[i] = v
+            return e(G=Gx)
+        _check_fd(ei, G[i], res.vG[i])
+
+
+def test_bounded_model_uniform_gas_exact(test_nl):
+    fn = _bounded(test_nl)
+    n = np.array([1e-4, 0.01, 1.0, 37.0])
+    tau0 = sl.CTAU * n ** (5 / 3)
+    a, _ = fn.chain.exponents(n, 0 * n, tau0)
+    G = n * (np.pi / a) ** 1.5
+    res = fn.exchange(n, 0 * n, tau0, G)
+    assert np.allclose(res.exc / sl.lda_exchange(n)[0], 1.0, rtol=1e-14, atol=0)
+
+
+def box_sample(fn, n_points=200000, seed=0):
+    """Model inputs drawn uniformly over the whole descriptor box (x_p in
+    [0, 1), x_alpha and x_g in [-1, 1)) with p consistent with x_p."""
+    rng = np.random.default_rng(seed)
+    nf = fn.settings.n_features
+    x = rng.uniform(-1, 1, (nf, n_points))
+    x[0] = rng.uniform(0, 1 - 1e-9, n_points)
+    p = x[0] / (1 - x[0])
+    return x, p
+
+
+def test_shipped_default_stays_physical_over_the_box():
+    """0 < F_x <= 1.804 (local Lieb-Oxford) everywhere in the descriptor box,
+    and a bounded gradient, for the shipped default."""
+    fn = cider_xc.load()
+    assert fn.bound is not None and fn.bound.fmax <= 1.804
+    assert fn.settings.alpha_eta > 0
+    x, p = box_sample(fn)
+    F, dF, dFp = fn.enhancement(x, p)
+    assert F.min() > 0 and F.max() <= 1.804
+    assert np.all(np.isfinite(dF)) and np.abs(dF).max() < 50
