@@ -25,6 +25,11 @@ class InfoCommand:
                 else f"{len(fn.fx.weights)} RBF control points, length scale "
                      f"{fn.fx.length_scale:g}")
         print(f"F_x        : {fn.fx.kind}, {size}")
+        print(f"bound      : {fn.bound.todict() if fn.bound is not None else 'none'}")
+        rng = fn.range_over_box()
+        print(f"F_x range  : [{rng['fx_min']:.4f}, {rng['fx_max']:.4f}] over {rng['n_points']} "
+              f"points of the whole descriptor box; max |dF_x/dx| = "
+              f"{rng['max_abs_dfx_dx']:.3g} (local Lieb-Oxford bound 1.804)")
         print(f"GP uncert. : {'yes' if fn.gp is not None else 'no'}")
         print(f"provenance : {json.dumps(fn.header.get('provenance', {}))}")
         print(f"checksum   : {fn.header.get('checksum')}")
@@ -256,9 +261,7 @@ class TrainCommand:
         fn, report = fit.fit_functional(data, name=cfg.get("name", "cider"), verbose=True,
                                         **fcfg)
         out = _rel(cfg, cfg.get("output", cfg.get("name", "cider") + ".npz"))
-        path = save_functional(out, fn, overwrite=args.overwrite)
         _print_report(report)
-        print(f"wrote {path}")
         res = fit.evaluate_exchange(fn, data)
         _print_evaluation(res, "training data")
         plot_dir = _rel(cfg, cfg.get("plots", "plots"))
@@ -266,14 +269,32 @@ class TrainCommand:
         plots.enhancement_plot(fn, os.path.join(plot_dir, "enhancement.png"))
         ecfg = cfg.get("evaluate")
         if ecfg:
+            # held-out data: errors, and the calibration of the out-of-domain
+            # warning (stored in the model file's header)
             especs = [_rel(cfg, s) if s.endswith(".txt") else s for s in ecfg["systems"]]
             edir = _rel(cfg, ecfg.get("directory", "refdata-validation"))
             reference.generate(systems.resolve(especs), edir, settings, ref,
                                n_jobs=dcfg.get("n_jobs", 1),
                                scheduler=dcfg.get("scheduler") or None)
-            vres = fit.evaluate_exchange(fn, reference.load_dataset(edir))
+            vdata = reference.load_dataset(edir)
+            vres = fit.evaluate_exchange(fn, vdata)
             _print_evaluation(vres, "validation data")
             plots.parity_plot(vres, os.path.join(plot_dir, "parity-validation.png"))
+            if ecfg.get("calibrate_domain", True) and fn.gp is not None:
+                protect = [s.name for p in ecfg.get("protect", [])
+                           for s in systems.resolve(_rel(cfg, p) if p.endswith(".txt") else p)]
+                held_out = {n: v for n, v in vdata.items() if n not in data}
+                dom = fit.calibrate_domain(fn, held_out, bad_kcal=ecfg.get("bad_kcal", 10.0),
+                                           protect=protect)
+                fn.header["domain"] = dom
+                print(f"out-of-domain warning calibrated on {dom['n_systems']} held-out "
+                      f"systems: point std > {dom['point_std']:.3g} on more than "
+                      f"{100 * dom['weight_fraction']:.1f}% of the exchange energy; flags "
+                      f"{dom['n_flagged']} ({dom['n_flagged_bad']} of the {dom['n_bad']} with "
+                      f"|E_x error| > {dom['bad_kcal']:g} kcal/mol); Spearman(error scale, "
+                      f"|error|) = {dom['spearman_error_scale']:.2f}")
+        path = save_functional(out, fn, overwrite=args.overwrite)
+        print(f"wrote {path}")
         return path
 
 

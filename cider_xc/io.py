@@ -115,6 +115,8 @@ def save_functional(path, functional, provenance=None, overwrite=False):
     else:
         arrays = {"fx_exponents": functional.fx.exponents.astype(np.int64),
                   "fx_coefficients": functional.fx.coefficients.astype(np.float64)}
+    if "domain" in functional.header:
+        header["domain"] = functional.header["domain"]
     if functional.gp is not None:
         header["gp"] = {"kernel": "rbf", "length_scale": float(functional.gp["length_scale"]),
                         "amplitude": float(functional.gp["amplitude"])}

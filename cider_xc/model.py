@@ -450,13 +450,19 @@ class CiderFunctional:
             raise ValueError(f"functional {self.name!r} has no GP uncertainty data")
         X = np.asarray(x, dtype=float).T
         Xc = self.gp["control_points"]
-        d2 = ((X[:, None, :] - Xc[None, :, :]) ** 2).sum(-1)
-        K = self.gp["amplitude"] * np.exp(-0.5 * d2 / self.gp["length_scale"] ** 2)
-        if "kcc_inv" not in self.gp:
-            self.gp["kcc_inv"] = np.linalg.pinv(self._kcc())
-        var = (self.gp["amplitude"] - np.einsum("nc,cd,nd->n", K, self.gp["kcc_inv"], K)
-               + np.einsum("nc,cd,nd->n", K, self.gp["cov"], K))
-        return np.sqrt(np.maximum(var, 0.0))
+        amp, ls = self.gp["amplitude"], self.gp["length_scale"]
+        if "var_matrix" not in self.gp:
+            # var(x) = amp - k^T (K_cc^-1 - cov) k
+            self.gp["var_matrix"] = np.linalg.pinv(self._kcc()) - self.gp["cov"]
+        A = self.gp["var_matrix"]
+        xc2 = (Xc ** 2).sum(axis=1)
+        out = np.empty(len(X))
+        for i in range(0, len(X), 8192):
+            Xi = X[i:i + 8192]
+            d2 = (Xi ** 2).sum(axis=1)[:, None] + xc2[None, :] - 2.0 * Xi @ Xc.T
+            K = amp * np.exp(-0.5 * np.maximum(d2, 0.0) / ls ** 2)
+            out[i:i + 8192] = amp - np.einsum("nc,nc->n", K @ A, K)
+        return np.sqrt(np.maximum(out, 0.0))
 
     def _kcc(self):
         Xc = self.gp["control_points"]
@@ -483,6 +489,23 @@ class CiderFunctional:
             df = df * dT
             dfpbe = None if dfpbe is None else dfpbe * dT
         return F, df, dfpbe
+
+    def box_sample(self, n_points=200000, seed=0):
+        """Model inputs drawn uniformly over the whole descriptor box (x_p in
+        [0, 1), x_alpha and x_g in [-1, 1)) and the p of each x_p."""
+        rng = np.random.default_rng(seed)
+        x = rng.uniform(-1.0, 1.0, (self.settings.n_features, n_points))
+        x[0] = rng.uniform(0.0, 1.0 - 1e-9, n_points)
+        return x, x[0] / (1.0 - x[0])
+
+    def range_over_box(self, n_points=200000, seed=0):
+        """Min and max of F_x and max |dF_x/dx| over a dense uniform sample of
+        the descriptor box: what the functional can do anywhere, not only
+        where it was trained."""
+        x, p = self.box_sample(n_points, seed)
+        F, dF, _ = self.enhancement(x, p)
+        return {"n_points": n_points, "fx_min": float(F.min()), "fx_max": float(F.max()),
+                "max_abs_dfx_dx": float(np.abs(dF).max())}
 
     def exchange(self, n, sigma, tau, G, dG_da=None, a_derivs=None):
         """Closed-shell exchange energy density and derivatives.

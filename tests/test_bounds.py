@@ -128,24 +128,15 @@ def test_bounded_model_uniform_gas_exact(test_nl):
     assert np.allclose(res.exc / sl.lda_exchange(n)[0], 1.0, rtol=1e-14, atol=0)
 
 
-def box_sample(fn, n_points=200000, seed=0):
-    """Model inputs drawn uniformly over the whole descriptor box (x_p in
-    [0, 1), x_alpha and x_g in [-1, 1)) with p consistent with x_p."""
-    rng = np.random.default_rng(seed)
-    nf = fn.settings.n_features
-    x = rng.uniform(-1, 1, (nf, n_points))
-    x[0] = rng.uniform(0, 1 - 1e-9, n_points)
-    p = x[0] / (1 - x[0])
-    return x, p
-
-
 def test_shipped_default_stays_physical_over_the_box():
     """0 < F_x <= 1.804 (local Lieb-Oxford) everywhere in the descriptor box,
     and a bounded gradient, for the shipped default."""
     fn = cider_xc.load()
     assert fn.bound is not None and fn.bound.fmax <= 1.804
     assert fn.settings.alpha_eta > 0
-    x, p = box_sample(fn)
-    F, dF, dFp = fn.enhancement(x, p)
-    assert F.min() > 0 and F.max() <= 1.804
-    assert np.all(np.isfinite(dF)) and np.abs(dF).max() < 50
+    rng = fn.range_over_box(200000)
+    assert 0 < rng["fx_min"] and rng["fx_max"] <= 1.804
+    assert np.isfinite(rng["max_abs_dfx_dx"]) and rng["max_abs_dfx_dx"] < 50
+    # the unbounded model before this release does leave the range
+    old = cider_xc.load("cider-pbe0-v1").range_over_box(200000)
+    assert old["fx_min"] < 0 or old["fx_max"] > 1.804

@@ -282,3 +282,88 @@ def test_uncertainty_report_of_a_calculation():
     mf2.xc = cider_xc.load("test-nl")
     with pytest.raises(ValueError, match="no GP uncertainty"):
         uncertainty_report(mf2, dm=mf.make_rdm1())
+
+
+def test_bounded_fit_stays_in_range_and_round_trips(tiny_data, tmp_path):
+    """A bounded fit (Gauss-Newton through the output map) keeps F_x inside
+    (0, fmax) everywhere, fits as well as the linear one, and the bound
+    survives the model file."""
+    from cider_xc.model import FxBound
+    data = reference.load_dataset(tiny_data)
+    kw = dict(n_control=20, gp_kwargs={"length_scales": (0.5,), "amplitudes": (0.01, 0.1)})
+    fn, report = fit.fit_functional(data, name="tiny-b", bound={"lower": 0.4, "upper": 1.5,
+                                                                 "fmax": 1.804}, **kw)
+    assert isinstance(fn.bound, FxBound) and report["bound"]["fmax"] == 1.804
+    assert report["gauss_newton_steps"] and report["gauss_newton_steps"][-1] < 1e-3
+    res = fit.evaluate_exchange(fn, data)
+    assert res["mae_ex_cider"] < res["mae_ex_pbe"]
+    # evaluate_exchange goes through the bound: same numbers as the plain sum
+    systems_, _, base = fit.training_systems(data)
+    X, w = systems_["LiH"]
+    t, _ = fn.bound(base["LiH"] + fn.fx(X.T)[0])
+    assert abs(res["systems"]["LiH"]["cider"] - float(w @ t)) < 1e-12
+    rng = fn.range_over_box(20000)
+    assert 0 < rng["fx_min"] and rng["fx_max"] < 1.804
+    fn2 = cider_xc.load(cider_xc.save_functional(tmp_path / "b.npz", fn))
+    assert fn2.bound.todict() == fn.bound.todict()
+    x = fn.box_sample(100)[0]
+    assert np.array_equal(fn2.enhancement(x, fpbe=np.ones(100))[0],
+                          fn.enhancement(x, fpbe=np.ones(100))[0])
+
+
+def test_calibrate_domain(tiny_data):
+    data = reference.load_dataset(tiny_data)
+    fn, _ = fit.fit_functional(data, name="tiny", n_control=20,
+                               gp_kwargs={"length_scales": (0.5,), "amplitudes": (0.1,)})
+    dom = fit.calibrate_domain(fn, data, bad_kcal=0.0, protect=["H2"])
+    assert "H2" not in dom["flagged"]
+    assert dom["n_systems"] == 5 and dom["n_bad"] == 5
+    assert dom["n_flagged_bad"] == dom["n_flagged"]
+    with pytest.raises(ValueError, match="protected"):
+        fit.calibrate_domain(fn, data, protect=list(data), point_stds=[0.0],
+                             fractions=[-1.0])
+
+
+def _training_dir():
+    return os.path.normpath(os.path.join(cider_xc.functionals_dir(), "..", "training"))
+
+
+def test_heldout_sets_are_never_trained_on():
+    """Every held-out system of validation-heavy.txt (molecules, ions, stretched
+    bonds; the free atoms are listed only for atomization energies) is absent
+    from the training list, by name and by geometry."""
+    d = _training_dir()
+    train = systems.resolve(os.path.join(d, "default.txt"))
+    held = [s for s in systems.resolve(os.path.join(d, "validation-heavy.txt"))
+            if not (s.is_atom and s.charge == 0)]
+    assert len(held) >= 15
+
+    def key(s):
+        return (tuple(s.symbols), s.charge, tuple(np.round(np.asarray(s.positions), 3).ravel()))
+    assert not {s.name for s in held} & {s.name for s in train}
+    assert not {key(s) for s in held} & {key(s) for s in train}
+    # the training list spans H-Kr and the def2-ECP elements
+    elements = {e for s in train for e in s.symbols}
+    assert {"K", "Fe", "Cu", "Zn", "Br", "Kr", "I", "Xe", "Sn"} <= elements
+
+
+def test_multiframe_sets_and_ecps(tmp_path):
+    from ase import Atoms
+    from ase.io import write
+    a = Atoms("HI", positions=[(0, 0, 0), (0, 0, 1.6)])
+    a.info.update(name="HI", charge=0, spin=0)
+    b = Atoms("O", positions=[(0, 0, 0)])
+    b.info.update(name="O-", charge=-1, spin=1)
+    path = tmp_path / "set.extxyz"
+    write(str(path), [a, b], format="extxyz")
+    hi, om = systems.resolve(str(path))
+    assert (hi.name, om.name, om.charge, om.spin) == ("HI", "O-", -1, 1)
+    mol = hi.to_mol("def2-svp")
+    assert mol.has_ecp() and mol.nelectron == 26          # I: 25 core electrons in the ECP
+    assert systems.ecp_for(["H", "Br"], "def2-svp") is None
+    assert systems.ecp_for(["I"], "cc-pvdz") is None
+    c = Atoms("O", positions=[(0, 0, 0)])
+    c.info.update(name="bad", charge=0, spin=1)
+    write(str(tmp_path / "bad.extxyz"), [c, a], format="extxyz")
+    with pytest.raises(ValueError, match="cannot have 2S = 1"):
+        systems.resolve(str(tmp_path / "bad.extxyz"))

@@ -157,3 +157,55 @@ def evaluate_exchange(fn, data):
     return {"systems": rows, "atomization": ae,
             "mae_ex_cider": mae(rows, "cider"), "mae_ex_pbe": mae(rows, "pbe"),
             "mae_aex_cider": mae(ae, "cider"), "mae_aex_pbe": mae(ae, "pbe")}
+
+
+def calibrate_domain(fn, data, bad_kcal=10.0, protect=(), point_stds=None,
+                     fractions=None):
+    """Choose the out-of-domain warning thresholds on held-out data.
+
+    For every system: the share of its exchange energy (|w_g e_g|) on points
+    whose GP standard deviation exceeds a point threshold, and its actual
+    exchange error |E_x^CIDER - E_x^HF| on the reference orbitals.  A system
+    is *bad* above ``bad_kcal``.  Over a grid of (point threshold, weight
+    fraction) pairs, pick the one that flags the most bad systems minus
+    wrongly flagged ones, never flagging a system named in ``protect`` (for
+    example the G2-1 molecules, inside the training chemistry).
+
+    Returns a dict {point_std, weight_fraction, bad_kcal, n_bad, n_flagged,
+    n_flagged_bad, spearman} for ``header["domain"]``.
+    """
+    from scipy.stats import spearmanr
+    systems, _, baselines = training_systems(data)
+    prior = float(fn.gp["amplitude"]) ** 0.5
+    point_stds = point_stds or [prior * f for f in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)]
+    fractions = fractions or [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2]
+    stds, errs, names, scale = {}, [], [], []
+    for name, (X, w) in systems.items():
+        std = fn.uncertainty(X.T)
+        aw = np.abs(w)
+        stds[name] = (std, aw)
+        F = fn.enhancement(X.T, fpbe=baselines[name])[0]
+        errs.append(abs(float(w @ F) - float(data[name][0]["exx"])) * HARTREE_TO_KCAL)
+        scale.append(float(aw @ std))
+        names.append(name)
+    errs = np.array(errs)
+    bad = errs > bad_kcal
+    prot = np.array([n in set(protect) for n in names])
+    best = None
+    for thr in point_stds:
+        share = np.array([a[s > thr].sum() / a.sum() for s, a in (stds[n] for n in names)])
+        for frac in fractions:
+            flag = share > frac
+            if np.any(flag & prot):
+                continue
+            score = int((flag & bad).sum()) - int((flag & ~bad).sum())
+            if best is None or score > best[0]:
+                best = (score, thr, frac, flag)
+    if best is None:
+        raise ValueError("no threshold pair avoids flagging the protected systems")
+    _, thr, frac, flag = best
+    return {"point_std": float(thr), "weight_fraction": float(frac),
+            "bad_kcal": float(bad_kcal), "n_systems": len(names), "n_bad": int(bad.sum()),
+            "n_flagged": int(flag.sum()), "n_flagged_bad": int((flag & bad).sum()),
+            "spearman_error_scale": float(spearmanr(scale, errs).statistic),
+            "flagged": sorted(n for n, f in zip(names, flag) if f)}

@@ -121,13 +121,16 @@ def install():
         cls._numint = _NumIntAttribute()
     if not hasattr(df_jk.density_fit, "_cider_orig"):
         df_jk.density_fit = _wrap_density_fit(df_jk.density_fit)
+    from . import domain
+    domain.install()        # one out-of-domain warning after a CIDER SCF
 
 
 def uninstall():
     from pyscf.df import df_jk
     from pyscf.dft import rks
-    from . import grad
+    from . import domain, grad
     grad.uninstall()
+    domain.uninstall()
     if hasattr(df_jk.density_fit, "_cider_orig"):
         df_jk.density_fit = df_jk.density_fit._cider_orig
     cls = rks.KohnShamDFT
