@@ -16,7 +16,9 @@ Layout of a model file (a NumPy ``.npz`` archive):
   ``fx_control_points`` (n_control, n_features), ``fx_weights`` (n_control,),
   ``"length_scale"`` in the header's ``fx`` entry
 * optionally ``"bound": {"lower", "upper", "fmax"}`` in the header's ``fx``
-  entry: the bounded output map of F_x (:class:`cider_xc.model.FxBound`)
+  entry: the bounded output map of F_x (:class:`cider_xc.model.FxBound`);
+  optionally ``"tail_gate": {"start", "end"}``: the switch of f_ML in
+  density tails (:class:`cider_xc.model.TailGate`)
 * optionally (trained models) the GP state for the uncertainty estimate:
   ``gp_control_points`` (n_control, n_features), ``gp_beta``, ``gp_cov``, with
   ``"gp": {"kernel": "rbf", "length_scale": ..., "amplitude": ...}`` in the header
@@ -108,6 +110,8 @@ def save_functional(path, functional, provenance=None, overwrite=False):
     }
     if functional.bound is not None:
         header["fx"]["bound"] = functional.bound.todict()
+    if functional.gate is not None:
+        header["fx"]["tail_gate"] = functional.gate.todict()
     if functional.fx.kind == "rbf":
         header["fx"]["length_scale"] = functional.fx.length_scale
         arrays = {"fx_control_points": functional.fx.control_points,
@@ -132,7 +136,7 @@ def save_functional(path, functional, provenance=None, overwrite=False):
 def read_functional(path):
     """Read and validate a model file; returns a :class:`CiderFunctional`."""
     from .descriptors import DescriptorSettings
-    from .model import CiderFunctional, FxBound, PolynomialFx
+    from .model import CiderFunctional, FxBound, PolynomialFx, TailGate
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ModelFileError(path, "no such model file")
@@ -181,6 +185,8 @@ def read_functional(path):
                                semilocal_xc=comp.get("semilocal_xc"),
                                name=header.get("name", os.path.basename(path)),
                                header=header, gp=gp,
-                               bound=FxBound.fromdict(fxh["bound"]) if "bound" in fxh else None)
+                               bound=FxBound.fromdict(fxh["bound"]) if "bound" in fxh else None,
+                               gate=(TailGate.fromdict(fxh["tail_gate"]) if "tail_gate" in fxh
+                                     else None))
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelFileError(path, f"inconsistent model: {exc}") from None

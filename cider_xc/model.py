@@ -1,13 +1,14 @@
 """The CIDER exchange functional: descriptor settings + enhancement factor.
 
 E_x[n] = sum_sigma 1/2 int e_x^LDA(2 n_sigma) F_x(x[2 n_sigma]) dr,
-F_x(x) = T(F_x^PBE(p) + f_ML(x)),
+F_x(x) = T(F_x^PBE(p) + g(x_p) f_ML(x)),
 
 with f_ML a function of the bounded descriptors x (see
 :mod:`cider_xc.descriptors.features`) that vanishes at x = 0, so that
 f_ML = 0 and F_x = 1 exactly in the uniform electron gas, and T an optional
 smooth bounded output map (:class:`FxBound`, identity around 1) that keeps F_x
-inside the local Lieb-Oxford range 0 < F_x < 1.804 for every input.
+inside the local Lieb-Oxford range 0 < F_x < 1.804 for every input, and g an
+optional tail gate (:class:`TailGate`) that hands the far tails to PBE.
 
 This module imports neither PySCF nor GPAW.
 """
@@ -346,6 +347,46 @@ class FxBound:
         return f"FxBound(lower={self.lower}, upper={self.upper}, fmax={self.fmax})"
 
 
+class TailGate:
+    """Smooth switch g(x_p) that turns the learned part off in density tails.
+
+    g = 1 for x_p <= start, 0 for x_p >= end, a C^2 quintic smoothstep in
+    between (x_p = p/(1+p)).  F_x = T(F_x^PBE + g f_ML): where the reduced
+    gradient is huge (exponential tails, vacuum in a plane-wave box) F_x is
+    PBE's, whose potential is well behaved, instead of a learned function of
+    descriptors (alpha, G) that are numerically ill-defined there.  p is
+    scale-invariant, so the gate keeps every exact constraint; the exchange
+    energy carried by points beyond p = start/(1-start) is small and the model
+    is trained with the gate in place.
+    """
+
+    def __init__(self, start=0.9, end=0.98):
+        start, end = float(start), float(end)
+        if not 0.0 < start < end <= 1.0:
+            raise ValueError(f"tail gate needs 0 < start < end <= 1, got {start}, {end}")
+        self.start, self.end = start, end
+
+    def todict(self):
+        return {"start": self.start, "end": self.end}
+
+    @classmethod
+    def fromdict(cls, d):
+        if not isinstance(d, dict) or set(d) != {"start", "end"}:
+            raise ValueError(f"tail gate must have start and end, got {d!r}")
+        return cls(**d)
+
+    def __call__(self, xp):
+        """g(x_p) and dg/dx_p."""
+        t = np.clip((np.asarray(xp, dtype=float) - self.start) / (self.end - self.start),
+                    0.0, 1.0)
+        g = 1.0 - t * t * t * (10.0 + t * (-15.0 + 6.0 * t))
+        dg = -30.0 * t * t * (1.0 - t) ** 2 / (self.end - self.start)
+        return g, dg
+
+    def __repr__(self):
+        return f"TailGate(start={self.start}, end={self.end})"
+
+
 @dataclasses.dataclass
 class XResult:
     """Exchange energy density (per volume) and its derivatives, per point.
@@ -377,10 +418,12 @@ class CiderFunctional:
     bound : FxBound or None
         Bounded output map of F_x (None: F_x = F_x^PBE + f_ML unbounded, as
         in models written before the map existed).
+    gate : TailGate or None
+        Switch of f_ML in density tails (None: no gate).
     """
 
     def __init__(self, settings, fx, cider_x=1.0, semilocal_xc=None, name="cider",
-                 header=None, gp=None, bound=None):
+                 header=None, gp=None, bound=None, gate=None):
         if not isinstance(settings, DescriptorSettings):
             raise TypeError("settings must be a DescriptorSettings")
         if fx.n_features != settings.n_features:
@@ -397,6 +440,9 @@ class CiderFunctional:
         if bound is not None and not isinstance(bound, FxBound):
             raise TypeError("bound must be an FxBound or None")
         self.bound = bound
+        if gate is not None and not isinstance(gate, TailGate):
+            raise TypeError("gate must be a TailGate or None")
+        self.gate = gate
         self.gp = None
         if gp is not None:
             gp = dict(gp)
@@ -438,7 +484,7 @@ class CiderFunctional:
             cx = self.cider_x if cider_x is None else cider_x
             sl = self.semilocal_xc if semilocal_xc is None else semilocal_xc
         return CiderFunctional(self.settings, self.fx, cx, sl, self.name, self.header,
-                               self.gp, self.bound)
+                               self.gp, self.bound, self.gate)
 
     def uncertainty(self, x):
         """GP posterior standard deviation of f_ML at x (n_features, N).
@@ -479,6 +525,11 @@ class CiderFunctional:
         store F_x^PBE itself: pass it as ``fpbe`` instead of p (dF/dp is then
         None)."""
         f, df = self.fx(x)
+        if self.gate is not None:
+            g, dg = self.gate(x[0])
+            df = df * g
+            df[0] += dg * f
+            f = f * g
         if fpbe is None:
             fpbe, dfpbe = pbe_enhancement(p)
         else:

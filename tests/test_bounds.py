@@ -10,7 +10,7 @@ import cider_xc
 from cider_xc.descriptors import DescriptorSettings, FeatureChain
 from cider_xc.descriptors import semilocal as sl
 from cider_xc.descriptors.features import ratio_map
-from cider_xc.model import CiderFunctional, FxBound
+from cider_xc.model import CiderFunctional, FxBound, TailGate
 from test_semilocal import _check_fd, _random_density
 
 
@@ -86,9 +86,38 @@ def test_fx_bound_map():
         FxBound.fromdict({"lower": 0.4})
 
 
+def test_tail_gate():
+    gate = TailGate(0.9, 0.98)
+    xp = np.linspace(0, 1, 100001)
+    g, dg = gate(xp)
+    assert np.all(g[xp <= 0.9] == 1.0) and np.all(g[xp >= 0.98] == 0.0)
+    assert np.all(np.diff(g) <= 0)
+    h = 1e-7
+    fd = (gate(xp + h)[0] - gate(xp - h)[0]) / (2 * h)
+    assert np.allclose(fd, dg, atol=1e-5)
+    # C^2: the second derivative vanishes at both ends of the switch
+    for x0 in (0.9, 0.98):
+        assert abs(gate(np.array([x0 + 1e-6]))[1][0] - gate(np.array([x0 - 1e-6]))[1][0]) < 1e-6
+    with pytest.raises(ValueError):
+        TailGate(0.98, 0.9)
+
+
+def test_gated_model_is_pbe_in_the_far_tail(test_nl):
+    """Beyond the gate F_x is PBE's (through the bound map), whatever alpha and G are."""
+    fn = _bounded(test_nl)
+    p = np.full(50, 200.0)                 # x_p = 0.995: far tail
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, (5, 50))
+    x[0] = p / (1 + p)
+    F, dF, _ = fn.enhancement(x, p)
+    assert np.allclose(F, fn.bound(sl.pbe_enhancement(p)[0])[0], rtol=0, atol=1e-15)
+    assert np.all(dF[1:] == 0)
+
+
 def _bounded(fn, eta=0.01):
     return CiderFunctional(dataclasses.replace(fn.settings, alpha_eta=eta), fn.fx,
-                           fn.cider_x, fn.semilocal_xc, name="bounded", bound=FxBound())
+                           fn.cider_x, fn.semilocal_xc, name="bounded", bound=FxBound(),
+                           gate=TailGate())
 
 
 def test_bounded_model_energy_density_derivatives(test_nl, rng):
@@ -97,7 +126,7 @@ def test_bounded_model_energy_density_derivatives(test_nl, rng):
     st = dataclasses.replace(test_nl.settings, alpha_eta=0.01)
     # scale up the untrained polynomial so F_x leaves [0.4, 1.5] often
     fx = type(test_nl.fx)(test_nl.fx.exponents, 8 * test_nl.fx.coefficients)
-    fn = CiderFunctional(st, fx, name="steep", bound=FxBound())
+    fn = CiderFunctional(st, fx, name="steep", bound=FxBound(), gate=TailGate(0.5, 0.9))
     n, s, t = _random_density(rng, 300)
     G = 10 ** rng.uniform(-1, 1, (3, n.size))
     x, jac = fn.chain.transform(n, s, t, G)

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 
 from cider_xc.descriptors import DescriptorSettings
-from cider_xc.model import CiderFunctional, FxBound, RBFFx
+from cider_xc.model import CiderFunctional, FxBound, RBFFx, TailGate
 
 from .gp import IntegratedGPR, Observation, map_to_polynomial
 
@@ -61,7 +61,7 @@ def fit_functional(data, *, name="cider", evaluator="rbf", degree=4, n_control=2
                    cider_x=0.25, semilocal_xc="0.75*GGA_X_PBE, GGA_C_PBE",
                    trained_on="exact_exchange", random_state=0, verbose=False,
                    sigma_abs=2e-3, sigma_diff=3e-4, gp_kwargs=None, map_kwargs=None,
-                   bound=None):
+                   bound=None, tail_gate=None):
     """Fit the GP on ``data`` (name -> (attrs, arrays)) and turn it into the
     evaluator of a model file.
 
@@ -72,6 +72,8 @@ def fit_functional(data, *, name="cider", evaluator="rbf", degree=4, n_control=2
     bound: None, an :class:`FxBound` or its dict ({lower, upper, fmax}): the
     bounded output map of F_x, fitted through (Gauss-Newton, see
     :mod:`cider_xc.training.gp`) and stored in the model.
+    tail_gate: None, a :class:`TailGate` or its dict ({start, end}): the switch
+    of f_ML in density tails, trained through and stored in the model.
 
     Returns (CiderFunctional, report)."""
     settings = {a["descriptor_settings"] for a, _ in data.values()}
@@ -80,14 +82,16 @@ def fit_functional(data, *, name="cider", evaluator="rbf", degree=4, n_control=2
     settings = DescriptorSettings.fromdict(json.loads(settings.pop()))
     if isinstance(bound, dict):
         bound = FxBound.fromdict(bound)
+    if isinstance(tail_gate, dict):
+        tail_gate = TailGate.fromdict(tail_gate)
     systems, resid, baselines = training_systems(data)
     obs = default_observations(data, resid, sigma_abs=sigma_abs, sigma_diff=sigma_diff)
     gp = IntegratedGPR(n_control=n_control, random_state=random_state, verbose=verbose,
-                       bound=bound, **(gp_kwargs or {}))
+                       bound=bound, gate=tail_gate, **(gp_kwargs or {}))
     gp.fit(systems, obs, baselines)
     if evaluator == "polynomial":
-        if bound is not None:
-            raise ValueError("the polynomial evaluator does not support a bound")
+        if bound is not None or tail_gate is not None:
+            raise ValueError("the polynomial evaluator does not support a bound or a tail gate")
         fx, report = map_to_polynomial(gp, systems, degree=degree, random_state=random_state,
                                        **(map_kwargs or {}))
     elif evaluator == "rbf":
@@ -116,8 +120,10 @@ def fit_functional(data, *, name="cider", evaluator="rbf", degree=4, n_control=2
     if bound is not None:
         report["bound"] = bound.todict()
         report["gauss_newton_steps"] = gp.gauss_newton_steps_
+    if tail_gate is not None:
+        report["tail_gate"] = tail_gate.todict()
     fn = CiderFunctional(settings, fx, cider_x=cider_x, semilocal_xc=semilocal_xc,
-                         name=name, header=header, gp=gp_state, bound=bound)
+                         name=name, header=header, gp=gp_state, bound=bound, gate=tail_gate)
     return fn, report
 
 

@@ -25,7 +25,9 @@ The fit then takes Gauss-Newton steps from the linear solution: each step
 linearises T around the current f, which gives rows sum_g w_g T'_g k(x_g, X_c)
 and shifted targets, and solves the same regularised least squares (kernel
 hyperparameters kept from the linear fit).  Since T is the identity over the
-range where F_x lives in the training data, a few steps suffice.
+range where F_x lives in the training data, a few steps suffice.  A tail
+gate g(x_p) (:class:`cider_xc.model.TailGate`) multiplies f: its rows carry
+w_g g_g, so it costs nothing extra.
 """
 from __future__ import annotations
 
@@ -68,7 +70,7 @@ class IntegratedGPR:
     def __init__(self, n_control=200, length_scales=(0.5, 0.65, 0.8),
                  amplitudes=(0.03, 0.1, 0.3), random_state=0, chunk=20000,
                  max_kmeans_points=200000, verbose=False, bound=None,
-                 n_gauss_newton=6):
+                 n_gauss_newton=6, gate=None):
         self.n_control = n_control
         self.length_scales = length_scales
         self.amplitudes = amplitudes
@@ -78,6 +80,13 @@ class IntegratedGPR:
         self.verbose = verbose
         self.bound = bound
         self.n_gauss_newton = n_gauss_newton
+        self.gate = gate
+
+    def _gate(self, X):
+        """g(x_p) of the tail gate at X (N, d) (ones without a gate)."""
+        if self.gate is None:
+            return np.ones(len(X))
+        return self.gate(X[:, 0])[0]
 
     # systems: name -> (X (N, d), w (N,))
     def _control_points(self, systems):
@@ -96,7 +105,8 @@ class IntegratedGPR:
         for name, (X, w) in systems.items():
             r = np.zeros(len(Xc))
             for i in range(0, len(X), self.chunk):
-                r += w[i:i + self.chunk] @ _rbf(X[i:i + self.chunk], Xc, ls, 1.0)
+                Xi = X[i:i + self.chunk]
+                r += (w[i:i + self.chunk] * self._gate(Xi)) @ _rbf(Xi, Xc, ls, 1.0)
             rows[name] = r
         return rows
 
@@ -188,11 +198,13 @@ class IntegratedGPR:
             r = np.zeros(len(wc))
             o = 0.0
             for i in range(0, len(X), self.chunk):
-                K = _rbf(X[i:i + self.chunk], self.control_points_, self.length_scale_, 1.0)
-                f = K @ wc
+                Xi = X[i:i + self.chunk]
+                K = _rbf(Xi, self.control_points_, self.length_scale_, 1.0)
+                g = self._gate(Xi)
+                f = g * (K @ wc)
                 t, dt = self.bound(fb[i:i + self.chunk] + f)
                 wi = w[i:i + self.chunk]
-                r += (wi * dt) @ K
+                r += (wi * dt * g) @ K
                 o += wi @ (t - fb[i:i + self.chunk] - dt * f)
             rows[name] = self.amplitude_ * r
             offs[name] = o
@@ -208,11 +220,12 @@ class IntegratedGPR:
         return mean, np.sqrt(np.maximum(var, 0.0))
 
     def integrate(self, X, w, baseline=None):
-        """sum_g w_g f(x_g); with a bound and the F_x^PBE baseline, the
-        exchange energy beyond PBE, sum_g w_g (T(F_PBE + f) - F_PBE)."""
+        """sum_g w_g g_g f(x_g) (g: the tail gate, 1 without one); with a bound
+        and the F_x^PBE baseline, the exchange energy beyond PBE,
+        sum_g w_g (T(F_PBE + g f) - F_PBE)."""
         out = 0.0
         for i in range(0, len(X), self.chunk):
-            f = self.predict(X[i:i + self.chunk])
+            f = self.predict(X[i:i + self.chunk]) * self._gate(X[i:i + self.chunk])
             if self.bound is not None and baseline is not None:
                 fb = baseline[i:i + self.chunk]
                 f = self.bound(fb + f)[0] - fb
