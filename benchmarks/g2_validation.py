@@ -98,6 +98,10 @@ def main(argv=None):
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--methods", nargs="+", default=["CIDER", "PBE"])
     ap.add_argument("--no-scf", action="store_true")
+    ap.add_argument("--reuse", default=None,
+                    help="take the SCF results of these methods from an earlier PREFIX.json "
+                         "of the same systems (e.g. PBE, which does not depend on the model); "
+                         "format METHOD[,METHOD]:FILE")
     ap.add_argument("--bad", type=float, default=10.0,
                     help="a system counts as bad when |E_x^CIDER - E_x^HF| exceeds this "
                          "(kcal/mol)")
@@ -151,13 +155,21 @@ def main(argv=None):
     if args.no_scf:
         return payload
     ref = json.loads(next(iter(data.values()))[0]["reference"])
+    scf = {m: {} for m in args.methods}
+    if args.reuse:
+        ms, path = args.reuse.split(":", 1)
+        with open(path) as fh:
+            old = json.load(fh)["scf"]
+        for m in ms.split(","):
+            scf[m] = {n: r for n, r in old[m].items() if n in data}
     jobs = []
     for n, (attrs, _) in data.items():
         for m in args.methods:
+            if n in scf[m]:
+                continue
             jobs.append(joblib.delayed(scf_energy)(
                 n, json.loads(attrs["symbols"]), json.loads(attrs["positions_angstrom"]),
                 int(attrs["charge"]), int(attrs["spin"]), m, args.model, ref))
-    scf = {m: {} for m in args.methods}
     par = joblib.Parallel(n_jobs=args.n_jobs, return_as="generator_unordered")
     for i, r in enumerate(par(jobs)):
         scf[r["xc"]][r["name"]] = r

@@ -70,7 +70,7 @@ class IntegratedGPR:
     def __init__(self, n_control=200, length_scales=(0.5, 0.65, 0.8),
                  amplitudes=(0.03, 0.1, 0.3), random_state=0, chunk=20000,
                  max_kmeans_points=200000, verbose=False, bound=None,
-                 n_gauss_newton=6, gate=None):
+                 n_gauss_newton=10, gate=None):
         self.n_control = n_control
         self.length_scales = length_scales
         self.amplitudes = amplitudes
@@ -166,11 +166,14 @@ class IntegratedGPR:
                 Lc = scipy.linalg.cho_factor(C, lower=True)
                 beta_old = self.beta_
                 self._solve(Phi, Kcc, L, Lc, yk)
-                step = float(np.abs(amp * (self.beta_ - beta_old)).max())
+                # change of f at the control points (weights themselves may
+                # move a lot along directions the kernel cannot see)
+                step = float(np.abs(Kcc @ (self.beta_ - beta_old)).max())
                 self.gauss_newton_steps_.append(step)
                 if self.verbose:
-                    print(f"  Gauss-Newton step {it + 1}: max |d(amp beta)| = {step:.3g}")
-                if step < 1e-6:
+                    print(f"  Gauss-Newton step {it + 1}: max |df| at the control points "
+                          f"= {step:.3g}")
+                if step < 1e-5:
                     break
             # residuals of the exact (not linearised) bounded model
             pred = {n: self.integrate(X, w, baselines[n]) for n, (X, w) in systems.items()}
