@@ -42,7 +42,21 @@ class _LibxcShim:
         self._base = base
 
     def __getattr__(self, key):
+        if key == "_base":       # not yet set (no recursion through __getattr__)
+            raise AttributeError(key)
         return getattr(self._base, key)
+
+    # the wrapped libxc module cannot be copied or pickled: a copy of the
+    # shim shares it (copy.deepcopy(mf) of a CIDER calculation), and a
+    # pickled shim stores the module's name
+    def __copy__(self):
+        return _LibxcShim(self._base)
+
+    def __deepcopy__(self, memo):
+        return _LibxcShim(self._base)
+
+    def __reduce__(self):
+        return (_shim_from_module, (self._base.__name__,))
 
     def is_hybrid_xc(self, xc_code):
         if isinstance(xc_code, CiderFunctional):
@@ -105,6 +119,11 @@ class _LibxcShim:
         if isinstance(xc_code, CiderFunctional):
             return 0.0, 0.0, 0.0
         return self._base.rsh_coeff(xc_code)
+
+
+def _shim_from_module(name):
+    import importlib
+    return _LibxcShim(importlib.import_module(name))
 
 
 class CiderNumInt(numint.NumInt):
