@@ -295,6 +295,31 @@ def _rbf_eval(Xc, w, gamma, x, f, df):
         f[g] = fg
 
 
+def check_semilocal_xc(xc_string):
+    """Refuse a semilocal part that PySCF's libxc parser cannot read, naming it.
+
+    The string may carry exact exchange ("0.25*HF + 0.75*GGA_X_PBE, GGA_C_PBE",
+    "wB97X"): the PySCF plugin then adds it as PySCF adds a hybrid's.  VV10
+    (nonlocal correlation) belongs in ``mf.nlc`` and is refused here.  Without
+    PySCF (a GPAW-only installation) the string is checked when GPAW uses it.
+    """
+    if not isinstance(xc_string, str):
+        raise TypeError(f"semilocal_xc must be a libxc string, not {type(xc_string).__name__}")
+    try:
+        from pyscf.dft import libxc
+    except ImportError:
+        return
+    try:
+        libxc.parse_xc(xc_string)
+    except (KeyError, ValueError, TypeError) as err:
+        raise ValueError(f"semilocal_xc {xc_string!r} is not a functional PySCF's libxc "
+                         f"parser knows ({err})") from None
+    if libxc.is_nlc(xc_string):
+        raise ValueError(f"semilocal_xc {xc_string!r} has a VV10 (nonlocal correlation) "
+                         "part, which a CIDER composition does not carry; set it through "
+                         "PySCF's mf.nlc instead")
+
+
 @dataclasses.dataclass
 class XResult:
     """Exchange energy density (per volume) and its derivatives, per point.
@@ -380,6 +405,8 @@ class CiderFunctional:
         else:
             cx = self.cider_x if cider_x is None else cider_x
             sl = self.semilocal_xc if semilocal_xc is None else semilocal_xc
+        if sl is not None:
+            check_semilocal_xc(sl)
         return CiderFunctional(self.settings, self.fx, cx, sl, self.name, self.header,
                                self.gp)
 

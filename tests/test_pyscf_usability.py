@@ -23,3 +23,96 @@ def test_deepcopy_of_finished_calculation(water_sto3g):
     assert abs(mf2.energy_tot(mf.make_rdm1()) - e) < 1e-10
     # the shallow copy PySCF itself makes (mf.copy()) keeps working too
     assert abs(mf.copy().energy_tot(mf.make_rdm1()) - e) < 1e-10
+
+
+PBE0_STRING = "0.25*HF + 0.75*GGA_X_PBE, GGA_C_PBE"
+
+
+def _energy(mol, xc, unrestricted=False, density_fit=False, level=2):
+    mf = (dft.UKS if unrestricted else dft.RKS)(mol)
+    mf.grids.level = level
+    mf.xc = xc
+    if density_fit:
+        mf = mf.density_fit()
+    mf.conv_tol = 1e-10
+    e = mf.kernel()
+    assert mf.converged
+    return e, mf
+
+
+@pytest.mark.parametrize("unrestricted,density_fit", [(False, False), (True, False),
+                                                      (False, True)])
+def test_hybrid_semilocal_part_reproduces_pbe0(unrestricted, density_fit):
+    """cider_x = 0 with a PBE0 string is PBE0 (the exact exchange was dropped
+    before: -74.05 against -76.28 Hartree for water)."""
+    mol = gto.M(atom="O 0 0 0; H 0 0.757 0.587; H 0 -0.757 0.587", basis="6-31g",
+                verbose=0, spin=0 if not unrestricted else 0, charge=0)
+    if unrestricted:
+        mol = gto.M(atom="O 0 0 0; H 0 0 0.971", basis="6-31g", spin=1, verbose=0)
+    fn = cider_xc.load(cider_x=0, semilocal_xc=PBE0_STRING)
+    e_ref, mf_ref = _energy(mol, "PBE0", unrestricted, density_fit)
+    e, mf = _energy(mol, fn, unrestricted, density_fit)
+    assert isinstance(mf._numint, CiderNumInt)
+    assert abs(e - e_ref) < 1e-8
+    if density_fit:       # a hybrid gets PySCF's JK-fit auxiliary basis, as PBE0 does
+        assert mf.with_df.auxbasis == mf_ref.with_df.auxbasis
+
+
+def test_range_separated_semilocal_part_reproduces_wb97x(water_sto3g):
+    fn = cider_xc.load(cider_x=0, semilocal_xc="wB97X")
+    e_ref, _ = _energy(water_sto3g, "wB97X")
+    e, mf = _energy(water_sto3g, fn)
+    assert mf._numint.rsh_coeff(fn) == mf._numint.rsh_coeff("wB97X")
+    assert abs(e - e_ref) < 1e-8
+
+
+def test_hybrid_semilocal_part_adds_to_cider(water_sto3g):
+    """0.25 CIDER + (0.25 HF + 0.5 PBE_x) + PBE_c: the XC energy is the
+    CIDER part plus the hybrid's, at a fixed density."""
+    from conftest import pbe_dm
+    dm = pbe_dm(water_sto3g)
+
+    def exc(xc):
+        mf = dft.RKS(water_sto3g)
+        mf.grids.level = 2
+        mf.xc = xc
+        return mf.get_veff(water_sto3g, dm).exc
+    mixed = cider_xc.load("test-nl", cider_x=0.25,
+                          semilocal_xc="0.25*HF + 0.5*GGA_X_PBE, GGA_C_PBE")
+    cider_only = cider_xc.load("test-nl", exchange_only=True)
+    ref = 0.25 * exc(cider_only) + exc("0.25*HF + 0.5*GGA_X_PBE, GGA_C_PBE")
+    assert abs(exc(mixed) - ref) < 1e-10
+
+
+@pytest.mark.parametrize("unrestricted,density_fit", [(False, False), (True, True)])
+def test_hybrid_semilocal_part_gradients(unrestricted, density_fit):
+    mol = gto.M(atom="O 0 0 0; H 0 0.757 0.587; H 0 -0.757 0.587", basis="6-31g",
+                verbose=0)
+    if unrestricted:
+        mol = gto.M(atom="O 0 0 0; H 0.1 0 0.971", basis="6-31g", spin=1, verbose=0)
+    fn = cider_xc.load(cider_x=0, semilocal_xc=PBE0_STRING)
+    _, mf_ref = _energy(mol, "PBE0", unrestricted, density_fit)
+    _, mf = _energy(mol, fn, unrestricted, density_fit)
+    g_ref = mf_ref.nuc_grad_method().kernel()
+    g = mf.nuc_grad_method()
+    g.grid_response = False
+    assert abs(g.kernel() - g_ref).max() < 1e-7
+
+
+@pytest.mark.parametrize("bad", ["NONSENSE_XC", "0.75*GGA_X_PBE, NONSENSE_XC"])
+def test_unknown_semilocal_part_refused_at_load(bad):
+    with pytest.raises(ValueError, match="NONSENSE_XC"):
+        cider_xc.load(semilocal_xc=bad)
+
+
+def test_vv10_semilocal_part_refused_at_load():
+    with pytest.raises(ValueError, match="nlc"):
+        cider_xc.load(cider_x=0, semilocal_xc="wB97M-V")
+
+
+def test_model_module_does_not_import_pyscf():
+    import subprocess
+    import sys
+    code = ("import sys, cider_xc.model; "
+            "assert not any(m == 'pyscf' or m.startswith('pyscf.') for m in sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -95,15 +95,19 @@ def check_supported(mf):
 
 def _wrap_density_fit(orig):
     """PySCF's density_fit picks the auxiliary basis from ``mf.xc`` through
-    libxc's string parser, which cannot read a CIDER functional.  A CIDER
-    functional has no exact exchange, so it gets the basis PySCF picks for a
-    pure (non-hybrid) functional."""
+    libxc's string parser, which cannot read a CIDER functional.  The CIDER
+    part has no exact exchange, so a CIDER functional gets the basis PySCF
+    picks for its semilocal part when that is a hybrid, and for a pure
+    (non-hybrid) functional otherwise."""
     def density_fit(mf, auxbasis=None, with_df=None, only_dfj=False):
         xc = getattr(mf, "__dict__", {}).get("xc")
         if (isinstance(xc, CiderFunctional) and auxbasis is None and with_df is None
                 and isinstance(mf.mol.basis, str)):
             from pyscf.df.addons import predefined_auxbasis
-            auxbasis = predefined_auxbasis(mf.mol, mf.mol.basis, "PBE")
+            from pyscf.dft import libxc
+            sl = xc.semilocal_xc
+            like = sl if sl and libxc.is_hybrid_xc(sl) else "PBE"
+            auxbasis = predefined_auxbasis(mf.mol, mf.mol.basis, like)
         return orig(mf, auxbasis, with_df, only_dfj)
     density_fit._cider_orig = orig
     density_fit.__doc__ = orig.__doc__
