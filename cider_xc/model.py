@@ -348,10 +348,14 @@ class CiderFunctional:
     name : str
     header : dict
         The model file header (provenance, training target, ...).
+    source : str
+        What :func:`cider_xc.load` was given: a shipped name, or the absolute
+        path of the model file (default: ``name``).  ``str(fn)`` names it, so
+        that ``mf.xc = str(fn)`` in PySCF gives the same functional back.
     """
 
     def __init__(self, settings, fx, cider_x=1.0, semilocal_xc=None, name="cider",
-                 header=None, gp=None):
+                 header=None, gp=None, source=None):
         if not isinstance(settings, DescriptorSettings):
             raise TypeError("settings must be a DescriptorSettings")
         if fx.n_features != settings.n_features:
@@ -363,6 +367,7 @@ class CiderFunctional:
         self.cider_x = float(cider_x)
         self.semilocal_xc = semilocal_xc or None
         self.name = name
+        self.source = source or name
         self.header = dict(header or {})
         self.chain = FeatureChain(settings)
         self.gp = None
@@ -380,7 +385,21 @@ class CiderFunctional:
         return f"<CiderFunctional {self.describe()}>"
 
     def __str__(self):
-        return self.describe()
+        return self.xc_string()
+
+    def xc_string(self):
+        """The composition as a string that ``mf.xc = ...`` in PySCF (with
+        cider_xc imported) turns back into this functional, e.g.
+        ``"0.25*CIDER_X[cider-pbe0] + 0.75*GGA_X_PBE, GGA_C_PBE"`` (the model
+        by its shipped name or absolute path).  Save it where a string is
+        needed (chkfiles, logs)."""
+        cx = f"{self.cider_x:g}"
+        if float(cx) != self.cider_x:
+            cx = repr(self.cider_x)
+        parts = [f"{cx}*CIDER_X[{self.source}]"]
+        if self.semilocal_xc:
+            parts.append(self.semilocal_xc)
+        return " + ".join(parts)
 
     # PySCF's dispersion lookup (scf.dispersion.parse_disp) lower-cases the
     # functional name; a CIDER functional has no dispersion parameters.
@@ -408,7 +427,7 @@ class CiderFunctional:
         if sl is not None:
             check_semilocal_xc(sl)
         return CiderFunctional(self.settings, self.fx, cx, sl, self.name, self.header,
-                               self.gp)
+                               self.gp, self.source)
 
     def uncertainty(self, x):
         """GP posterior standard deviation of f_ML at x (n_features, N).

@@ -116,3 +116,85 @@ def test_model_module_does_not_import_pyscf():
     code = ("import sys, cider_xc.model; "
             "assert not any(m == 'pyscf' or m.startswith('pyscf.') for m in sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name", cider_xc.available())
+def test_xc_string_names(water_sto3g, name):
+    """mf.xc = "cider-pbe0" (any case), at construction too, and a model path."""
+    ref = cider_xc.load(name)
+    for s in (name, name.upper(), f"  {name.title()} "):
+        for mf in (dft.RKS(water_sto3g, xc=s), dft.UKS(water_sto3g)):
+            if not isinstance(mf.xc, cider_xc.CiderFunctional):
+                mf.xc = s
+            assert isinstance(mf.xc, cider_xc.CiderFunctional)
+            assert mf.xc.header["checksum"] == ref.header["checksum"]
+            assert str(mf.xc) == str(ref)
+            assert isinstance(mf._numint, CiderNumInt)
+    path = cider_xc.functionals_dir() + f"/{name}.npz"
+    mf = dft.RKS(water_sto3g, xc=path)
+    assert mf.xc.header["checksum"] == ref.header["checksum"]
+    assert mf.xc.source == path and path in str(mf.xc)
+
+
+def test_xc_string_default_alias_and_composition_form(water_sto3g):
+    mf = dft.RKS(water_sto3g, xc="CIDER")
+    assert mf.xc.name == cider_xc.DEFAULT_FUNCTIONAL
+    fn = cider_xc.load("test-nl", cider_x=0.123456789, semilocal_xc=PBE0_STRING)
+    mf.xc = str(fn)
+    assert mf.xc.cider_x == fn.cider_x and mf.xc.semilocal_xc == PBE0_STRING
+    assert mf.xc.header["checksum"] == fn.header["checksum"]
+    assert str(mf.xc) == str(fn)
+    ex = cider_xc.load("test-nl", exchange_only=True)
+    mf.xc = str(ex)
+    assert mf.xc.cider_x == 1.0 and mf.xc.semilocal_xc is None
+    with pytest.raises(ValueError, match="NONSENSE"):
+        mf.xc = "0.25*CIDER_X[test-nl] + NONSENSE"
+    with pytest.raises(ValueError, match="unknown functional"):
+        mf.xc = "0.25*CIDER_X[no-such-model]"
+
+
+@pytest.mark.parametrize("xc", ["PBE0", "b3lyp", "0.25*HF + 0.75*GGA_X_PBE, GGA_C_PBE",
+                                "LDA,VWN", "NOT_A_FUNCTIONAL"])
+def test_other_strings_are_stored_unchanged(water_sto3g, xc):
+    mf = dft.RKS(water_sto3g, xc=xc)
+    assert mf.xc is xc
+    mf.xc = xc
+    assert mf.xc is xc and type(mf._numint) is dft.numint.NumInt
+
+
+def test_xc_round_trips_through_chkfile(tmp_path):
+    from pyscf import lib
+    mol = gto.M(atom="O 0 0 0; H 0 0 0.971", basis="sto-3g", spin=1, verbose=0)
+    chk = str(tmp_path / "oh.chk")
+    mf = dft.UKS(mol, xc="cider-pbe0")
+    mf.grids.level = 1
+    mf.chkfile = chk
+    e = mf.kernel()
+    assert mf.converged
+    saved = lib.chkfile.load(chk, "scf/xc")
+    mf2 = dft.UKS(mol)
+    mf2.grids.level = 1
+    mf2.xc = saved
+    assert isinstance(mf2.xc, cider_xc.CiderFunctional) and str(mf2.xc) == str(mf.xc)
+    mf2.init_guess = "chkfile"
+    mf2.chkfile = chk
+    assert abs(mf2.kernel() - e) < 1e-8
+    # a string functional: PySCF's chkfile as before (no scf/xc written)
+    chk2 = str(tmp_path / "pbe.chk")
+    mf3 = dft.UKS(mol, xc="PBE")
+    mf3.grids.level = 1
+    mf3.chkfile = chk2
+    mf3.kernel()
+    assert lib.chkfile.load(chk2, "scf/xc") is None
+
+
+def test_plain_import_is_enough_for_string_names():
+    """import cider_xc before PySCF, then a string name (no cider_xc.load)."""
+    import subprocess
+    import sys
+    code = ("import sys, cider_xc; assert 'pyscf' not in sys.modules; "
+            "from pyscf import gto, dft; "
+            "mol = gto.M(atom='H 0 0 0; H 0 0 0.74', basis='sto-3g', verbose=0); "
+            "mf = dft.RKS(mol, xc='cider-pbe0'); "
+            "assert isinstance(mf.xc, cider_xc.CiderFunctional), mf.xc")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -5,9 +5,12 @@ through ``mf._numint``.  :func:`install` puts two small data descriptors on
 ``pyscf.dft.rks.KohnShamDFT`` (the base of RKS, UKS, ROKS and their
 density-fitted variants):
 
-* ``xc``: stores the value in the instance dict exactly as before; for a
-  :class:`~cider_xc.model.CiderFunctional` it first checks that the method is
-  supported (molecular RKS/UKS/ROKS; not pyscf.pbc, GKS or relativistic).
+* ``xc``: stores the value in the instance dict exactly as before; a string
+  that names a CIDER functional (:func:`cider_from_string`: a shipped name in
+  any case, a model path, or the ``str(fn)`` form) is loaded first; for a
+  :class:`~cider_xc.model.CiderFunctional` it checks that the method is
+  supported (molecular RKS/UKS/ROKS, also X2C and symmetry-adapted; not
+  pyscf.pbc or GKS).
 * ``_numint``: returns the stored NumInt, except that while ``xc`` holds a
   CIDER functional it returns (and stores) a
   :class:`~cider_xc.pyscf.numint.CiderNumInt` wrapping the stock one, and
@@ -17,13 +20,19 @@ The first assignment of a CIDER functional also wraps ``get_veff`` and
 ``extra_force`` of PySCF's KS gradient classes (:mod:`.grad`); the wrappers
 call the original methods unchanged unless ``mf.xc`` is a CIDER functional.
 
+``dump_chk`` also writes ``scf/xc`` = ``str(mf.xc)`` for a CIDER
+functional (nothing more for string functionals).
+
 With a string ``xc`` nothing else changes: PySCF runs its own code on its
 own NumInt object, so energies are bit-identical to a run without cider-xc.
 ``uninstall()`` removes both descriptors.
 """
 from __future__ import annotations
 
-from ..model import CiderFunctional
+import os
+import re
+
+from ..model import CiderFunctional, check_semilocal_xc
 
 
 class _XcAttribute:
@@ -36,6 +45,10 @@ class _XcAttribute:
             raise AttributeError("xc") from None
 
     def __set__(self, obj, value):
+        if isinstance(value, (str, bytes)):
+            # strings naming a CIDER functional (bytes: as h5py returns a string
+            # saved in a chkfile); any other value is stored unchanged
+            value = cider_from_string(value)
         if isinstance(value, CiderFunctional):
             check_supported(obj)
             from . import grad
@@ -76,6 +89,50 @@ class _NumIntAttribute:
         del obj.__dict__["_numint"]
 
 
+#: ``mf.xc`` strings meaning the shipped default (as in cider_xc.ase)
+DEFAULT_ALIASES = ("cider",)
+
+_XC_STRING = re.compile(r"^\s*([0-9.eE+-]+)\s*\*\s*CIDER_X\[(.+)\]\s*(?:\+\s*(.*?))?\s*$",
+                        re.IGNORECASE)
+
+
+def cider_from_string(xc):
+    """The CIDER functional a PySCF ``xc`` string names, or the string itself.
+
+    CIDER strings (case-insensitive): a shipped name ("cider-pbe0"), "cider"
+    (the shipped default), the path of a model file (ending in .npz, or an
+    existing file path containing a directory separator), and the form
+    ``str(fn)`` writes, "0.25*CIDER_X[cider-pbe0] + 0.75*GGA_X_PBE, GGA_C_PBE"
+    (any shipped name or model path in the brackets).  Every other string is
+    returned unchanged, so PySCF's own functionals behave exactly as before.
+    """
+    import cider_xc
+    if isinstance(xc, bytes):
+        try:
+            s = xc.decode()
+        except UnicodeDecodeError:
+            return xc
+        out = cider_from_string(s)
+        return out if isinstance(out, CiderFunctional) else xc
+    s = xc.strip()
+    low = s.lower()
+    if low in DEFAULT_ALIASES:
+        return cider_xc.load()
+    if low in {n.lower() for n in cider_xc.available()}:
+        return cider_xc.load(s)
+    if low.endswith(".npz") or (os.sep in s and os.path.isfile(s)):
+        return cider_xc.load(s)
+    m = _XC_STRING.match(s)
+    if m is not None:
+        base = cider_xc.load(m.group(2).strip())
+        sl = m.group(3) or None
+        if sl is not None:
+            check_semilocal_xc(sl)
+        return CiderFunctional(base.settings, base.fx, float(m.group(1)), sl, base.name,
+                               base.header, base.gp, base.source)
+    return xc
+
+
 def check_supported(mf):
     """Raise a clear error for methods a CIDER functional cannot serve."""
     mro = type(mf).__mro__
@@ -114,6 +171,21 @@ def _wrap_density_fit(orig):
     return density_fit
 
 
+def _dump_chk(mf, envs_or_file):
+    """PySCF's dump_chk, plus ``scf/xc`` = ``str(mf.xc)`` when ``mf.xc`` is a
+    CIDER functional, so that ``mf.xc = lib.chkfile.load(chk, "scf/xc")``
+    restores it (string functionals: PySCF's dump_chk alone, unchanged)."""
+    from pyscf.dft import rks
+    out = super(rks.KohnShamDFT, mf).dump_chk(envs_or_file)
+    xc = mf.__dict__.get("xc")
+    if isinstance(xc, CiderFunctional):
+        path = envs_or_file if isinstance(envs_or_file, str) else mf.chkfile
+        if path:
+            from pyscf.lib import chkfile
+            chkfile.dump(path, "scf/xc", xc.xc_string())
+    return out
+
+
 def install():
     """Install the descriptors (idempotent)."""
     from pyscf.df import df_jk
@@ -123,6 +195,8 @@ def install():
         cls.xc = _XcAttribute()
     if not isinstance(cls.__dict__.get("_numint"), _NumIntAttribute):
         cls._numint = _NumIntAttribute()
+    if cls.__dict__.get("dump_chk") is not _dump_chk:
+        cls.dump_chk = _dump_chk
     if not hasattr(df_jk.density_fit, "_cider_orig"):
         df_jk.density_fit = _wrap_density_fit(df_jk.density_fit)
 
@@ -138,6 +212,8 @@ def uninstall():
     for name, kind in (("xc", _XcAttribute), ("_numint", _NumIntAttribute)):
         if isinstance(cls.__dict__.get(name), kind):
             delattr(cls, name)
+    if cls.__dict__.get("dump_chk") is _dump_chk:
+        del cls.dump_chk
 
 
 def installed():
