@@ -198,3 +198,52 @@ def test_plain_import_is_enough_for_string_names():
             "mf = dft.RKS(mol, xc='cider-pbe0'); "
             "assert isinstance(mf.xc, cider_xc.CiderFunctional), mf.xc")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("kind", ["RKS", "UKS", "ROKS"])
+def test_symmetry_adapted_ks_equals_plain(kind):
+    """mol.symmetry=True gives SymAdaptedRKS/UKS/ROKS: the XC part is the same,
+    so the energy equals the run without symmetry."""
+    if kind == "RKS":
+        atom, spin = "O 0 0 0; H 0 0.757 0.587; H 0 -0.757 0.587", 0
+    else:
+        atom, spin = "N 0 0 0; H 0 0.8 0.6; H 0 -0.8 0.6", 1     # NH2, C2v
+    energies = []
+    for symm in (False, True):
+        mol = gto.M(atom=atom, basis="6-31g", spin=spin, symmetry=symm, verbose=0)
+        mf = getattr(dft, kind)(mol)
+        mf.grids.level = 2
+        mf.conv_tol = 1e-10
+        mf.xc = "cider-pbe0"
+        energies.append(mf.kernel())
+        assert mf.converged and isinstance(mf._numint, CiderNumInt)
+        assert ("Sym" in type(mf).__name__) == symm
+    assert abs(energies[0] - energies[1]) < 1e-8
+    # gradients go through the same KS gradient classes
+    g = mf.nuc_grad_method()
+    assert np.all(np.isfinite(g.kernel()))
+
+
+def test_spin_free_x2c_supported_two_component_refused():
+    from pyscf import x2c
+    mol = gto.M(atom="O 0 0 0; H 0 0 0.971", basis="sto-3g", spin=1, verbose=0)
+    mf = dft.UKS(mol).x2c()
+    mf.grids.level = 1
+    mf.xc = "cider-pbe0"
+    e = mf.kernel()
+    assert mf.converged
+    ref = dft.UKS(mol).x2c()
+    ref.grids.level = 1
+    ref.xc = "PBE0"
+    # X2C only changes the core Hamiltonian: CIDER-minus-PBE0 as without X2C
+    plain = dft.UKS(mol)
+    plain.grids.level = 1
+    plain.xc = "cider-pbe0"
+    plain_ref = dft.UKS(mol)
+    plain_ref.grids.level = 1
+    plain_ref.xc = "PBE0"
+    d_x2c = e - ref.kernel()
+    d_plain = plain.kernel() - plain_ref.kernel()
+    assert abs(d_x2c - d_plain) < 2e-3 and e < plain.e_tot
+    with pytest.raises(NotImplementedError, match="two-component.*x2c\\(\\)"):
+        x2c.UKS(mol).xc = "cider-pbe0"

@@ -140,14 +140,23 @@ def check_supported(mf):
         raise NotImplementedError(
             "cider_xc: periodic pyscf.pbc calculations are not supported; use "
             "cider_xc.gpaw (GPAW plane waves) for solids")
-    from pyscf.dft import rks, roks, uks
+    from pyscf.dft import rks, rks_symm, roks, uks, uks_symm
+    if any(c.__module__.startswith("pyscf.x2c.") and c.__module__ != "pyscf.x2c.sfx2c1e"
+           for c in mro) and not isinstance(mf, (rks.RKS, uks.UKS, roks.ROKS)):
+        raise NotImplementedError(
+            f"cider_xc: {type(mf).__module__}.{type(mf).__name__} is two-component "
+            "(spinor) X2C Kohn-Sham, whose XC part acts on spinor densities; CIDER "
+            "functionals need collinear spin densities. For scalar-relativistic X2C "
+            "use dft.RKS/UKS(mol).x2c() (spin-free X2C: only the core Hamiltonian "
+            "changes; supported)")
     names = {c.__name__ for c in mro}
-    if names & {"GKS", "DKS", "UDKS", "RDKS", "DHF", "GHF"} or not isinstance(
-            mf, (rks.RKS, uks.UKS, roks.ROKS)):
+    supported = (rks.RKS, uks.UKS, roks.ROKS, rks_symm.SymAdaptedRKS,
+                 rks_symm.SymAdaptedROKS, uks_symm.SymAdaptedUKS)
+    if names & {"GKS", "DKS", "UDKS", "RDKS", "DHF", "GHF"} or not isinstance(mf, supported):
         raise NotImplementedError(
             f"cider_xc: {type(mf).__name__} is not supported; CIDER functionals "
             "work with molecular dft.RKS, dft.UKS and dft.ROKS (optionally "
-            ".density_fit())")
+            ".density_fit(), spin-free .x2c(), mol.symmetry=True)")
 
 
 def _wrap_density_fit(orig):
