@@ -227,10 +227,17 @@ class Labeller:
         return self._pyscf
 
     def gpaw_calculator(self, atoms):
-        """A GPAW calculator; the previous one when only positions changed."""
+        """A GPAW calculator: the previous one (whose wave functions are a good
+        start) when only the positions changed and the new positions have
+        exactly the previous structure's symmetry; a fresh one otherwise, so
+        that every structure is computed with its own symmetry, as if run
+        alone (GPAW keeps the symmetry of its first structure: a less
+        symmetric one fails with "Broken symmetry!", a more symmetric one
+        would run with too few symmetries)."""
         from ase.calculators.calculator import compare_atoms
-        if self._gpaw is not None and set(compare_atoms(self._gpaw_atoms, atoms)) <= {
-                "positions"}:
+        if (self._gpaw is not None
+                and set(compare_atoms(self._gpaw_atoms, atoms)) <= {"positions"}
+                and self._same_symmetry(atoms)):
             return self._gpaw
         from gpaw import GPAW, PW
         from .model import CiderFunctional
@@ -253,6 +260,22 @@ class Labeller:
             kw["maxiter"] = int(s.max_cycle)
         self._gpaw = GPAW(**kw)
         return self._gpaw
+
+    def _same_symmetry(self, atoms):
+        """Whether ``atoms`` (same cell and atoms as the calculator's last
+        structure) has exactly the symmetry operations GPAW found for it."""
+        from gpaw.symmetry import Symmetry
+        try:
+            old = self._gpaw.wfs.kd.symmetry
+        except AttributeError:          # nothing computed yet
+            return False
+        new = Symmetry(old.id_a, old.cell_cv, old.pbc_c, old.tol, old.point_group,
+                       old.time_reversal, old.symmorphic)
+        new.analyze(atoms.get_scaled_positions())
+        return (new.op_scc.shape == old.op_scc.shape
+                and np.array_equal(new.op_scc, old.op_scc)
+                and np.allclose(new.ft_sc, old.ft_sc)
+                and np.array_equal(new.a_sa, old.a_sa))
 
     def drop(self):
         """Forget the calculators (after a failure, start clean)."""
