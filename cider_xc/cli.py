@@ -374,11 +374,13 @@ class LabelCommand:
     @staticmethod
     def add_arguments(p):
         p.epilog = (
-            "output keys (eV, Angstrom): energy, forces, stress (fully periodic cells;\n"
+            "extxyz output keys (eV, Angstrom): energy, forces, stress (fully periodic cells;\n"
             "ASE sign: positive = the cell wants to shrink) as read by ase.io.read and\n"
             "NequIP/Allegro; the same as REF_energy, REF_forces, REF_stress and\n"
             "REF_virials = -stress*volume (MACE's default keys); input_index. With GPAW\n"
             "smearing, energy is the free energy (the one forces and stress derive from).\n"
+            "cfg output (MLIP): AtomData id type cartes_x..z fx fy fz, Energy, PlusStress\n"
+            "= -stress*volume (eV; xx yy zz yz xz xy), 'Feature types 0=Si,...' (type map).\n"
             "OUTPUT.state.json records settings, done and failed structures: rerun the\n"
             "same command to resume; exit code 1 if structures failed, 2 on bad input.")
         p.add_argument("input", help="extxyz trajectory (every frame is labelled)")
@@ -415,6 +417,14 @@ class LabelCommand:
         g.add_argument("--energy-only", action="store_true", help="no forces or stress")
         g.add_argument("--min-distance", type=float, default=0.3,
                        help="Angstrom; structures with closer atoms are recorded as failed")
+        g = p.add_argument_group("output format")
+        g.add_argument("--format", choices=["extxyz", "cfg"], default=None,
+                       help="extxyz, or cfg (MLIP / Moment Tensor Potentials); None: "
+                            "cfg if OUTPUT ends in .cfg, else extxyz")
+        g.add_argument("--cfg-types", default=None,
+                       help="cfg: the element of each MLIP type in order, e.g. Si,O "
+                            "(None: the input's elements by atomic number); the map "
+                            "is written as a 'Feature types 0=Si,1=O' line")
         g = p.add_argument_group("run")
         g.add_argument("--retry-failed", action="store_true",
                        help="compute again the structures that failed in earlier runs")
@@ -441,7 +451,9 @@ class LabelCommand:
             try:
                 report = lb.label(args.input, args.output, settings,
                                   retry_failed=args.retry_failed, overwrite=args.overwrite,
-                                  txt=txt, progress=args.progress)
+                                  txt=txt, progress=args.progress, fmt=args.format,
+                                  cfg_types=(args.cfg_types.split(",") if args.cfg_types
+                                             else None))
             finally:
                 if txt is not None:
                     txt.close()

@@ -70,3 +70,129 @@ def test_labeller_reuses_calculator_only_for_the_same_symmetry():
     lab.compute(si2, "gpaw")
     assert lab._gpaw is not second
     assert len(lab._gpaw.wfs.kd.symmetry.op_scc) == nsym_ideal
+
+
+# ------------------------------------------------------------- MLIP .cfg output
+def read_cfg(path):
+    """A small reader of MLIP .cfg files, written from the format description
+    (independent of cider_xc.label): a list of dicts with size, cell, ids,
+    types, positions, forces, energy, plus_stress and features."""
+    import numpy as np
+    confs, cur, lines = [], None, open(path).read().splitlines()
+    i = 0
+    while i < len(lines):
+        t = lines[i].strip()
+        i += 1
+        if not t:
+            continue
+        if t == "BEGIN_CFG":
+            cur = {"features": {}, "cell": None, "forces": None, "plus_stress": None}
+        elif t == "END_CFG":
+            confs.append(cur)
+            cur = None
+        elif t == "Size":
+            cur["size"] = int(lines[i])
+            i += 1
+        elif t == "Supercell":
+            cur["cell"] = np.array([[float(x) for x in lines[i + k].split()] for k in range(3)])
+            i += 3
+        elif t.startswith("AtomData:"):
+            cols = t.split()[1:]
+            rows = np.array([[float(x) for x in lines[i + k].split()]
+                             for k in range(cur["size"])])
+            i += cur["size"]
+            col = {c: rows[:, k] for k, c in enumerate(cols)}
+            cur["ids"] = col["id"].astype(int)
+            cur["types"] = col["type"].astype(int)
+            cur["positions"] = np.stack([col["cartes_x"], col["cartes_y"], col["cartes_z"]], 1)
+            if "fx" in col:
+                cur["forces"] = np.stack([col["fx"], col["fy"], col["fz"]], 1)
+        elif t == "Energy":
+            cur["energy"] = float(lines[i])
+            i += 1
+        elif t.startswith("PlusStress:"):
+            names = t.split()[1:]
+            vals = [float(x) for x in lines[i].split()]
+            i += 1
+            cur["plus_stress"] = dict(zip(names, vals))
+        elif t.startswith("Feature"):
+            _, name, value = t.split(None, 2)
+            cur["features"][name] = value
+        else:
+            raise ValueError(f"unexpected line {t!r}")
+    assert cur is None, "unterminated configuration"
+    return confs
+
+
+def test_label_writes_mlip_cfg(tmp_path):
+    """--format cfg (or an output ending in .cfg): energies, forces and the
+    virial in MLIP's units and conventions, against direct GPAW results; the
+    type map is a Feature line."""
+    import ase.io
+    import numpy as np
+    from ase.build import bulk
+    from cider_xc import label as lb
+    from cider_xc.cli import main
+    sic = bulk("SiC", "zincblende", 4.36)
+    sic.rattle(0.05, seed=1)
+    si = bulk("Si", "diamond", 5.43)
+    si.rattle(0.03, seed=2)
+    frames = [sic, si]
+    inp = tmp_path / "in.extxyz"
+    ase.io.write(inp, frames, format="extxyz")
+    frames = ase.io.read(inp, index=":")         # what the labeller sees
+    out = tmp_path / "train.cfg"
+    main(["label", str(inp), "-o", str(out), "--xc", "PBE", "--ecut", "150",
+          "--kpts", "1", "1", "1", "--progress", "none"])
+    confs = read_cfg(out)
+    assert len(confs) == 2
+    settings = lb.LabelSettings(xc="PBE", ecut=150, kpts=(1, 1, 1))
+    for k, (conf, at) in enumerate(zip(confs, frames)):
+        ref = lb.Labeller(settings).compute(at, "gpaw")
+        assert conf["features"]["types"] == "0=C,1=Si"       # by atomic number
+        symbols = np.array(["C", "Si"])[conf["types"]]
+        assert list(symbols) == at.get_chemical_symbols()
+        assert list(conf["ids"]) == list(range(1, len(at) + 1))
+        assert int(conf["features"]["input_index"]) == k
+        np.testing.assert_allclose(conf["cell"], at.cell, atol=1e-11)
+        np.testing.assert_allclose(conf["positions"], at.positions, atol=1e-11)
+        # (two GPAW runs of the same structure agree to ~1e-8 eV, as in test_label)
+        assert conf["energy"] == pytest.approx(ref["energy"], abs=1e-8)
+        np.testing.assert_allclose(conf["forces"], ref["forces"], atol=1e-7)
+        assert np.abs(ref["forces"]).max() > 1e-2
+        # PlusStress = -stress * volume (eV), xx yy zz yz xz xy
+        ps = conf["plus_stress"]
+        assert list(ps) == ["xx", "yy", "zz", "yz", "xz", "xy"]
+        np.testing.assert_allclose(list(ps.values()), -ref["stress"] * at.get_volume(),
+                                   atol=1e-8 * at.get_volume())
+        assert np.abs(ref["stress"]).max() > 1e-3
+    # a rerun resumes the same file; another format on it is refused
+    main(["label", str(inp), "-o", str(out), "--xc", "PBE", "--ecut", "150",
+          "--kpts", "1", "1", "1", "--progress", "none"])
+    assert len(read_cfg(out)) == 2
+    with pytest.raises(SystemExit):
+        main(["label", str(inp), "-o", str(out), "--format", "extxyz", "--xc", "PBE",
+              "--ecut", "150", "--kpts", "1", "1", "1", "--progress", "none"])
+    assert len(read_cfg(out)) == 2
+
+
+def test_cfg_molecules_types_and_energy_only(tmp_path):
+    """Molecules (PySCF) get no Supercell and no PlusStress; --cfg-types sets the
+    type order; energy-only output has no force columns."""
+    import ase.io
+    from ase.build import molecule
+    from cider_xc import label as lb
+    w = molecule("H2O")
+    inp = tmp_path / "w.extxyz"
+    ase.io.write(inp, [w], format="extxyz")
+    settings = lb.LabelSettings(xc="PBE", basis="sto-3g", grid_level=1, energy_only=True)
+    out = tmp_path / "w.txt"
+    lb.label(inp, out, settings, progress="none", fmt="cfg", cfg_types=["O", "H", "Si"])
+    (conf,) = read_cfg(out)
+    assert conf["cell"] is None and conf["plus_stress"] is None and conf["forces"] is None
+    assert conf["features"]["types"] == "0=O,1=H,2=Si"
+    assert list(conf["types"]) == [0, 1, 1]
+    assert conf["energy"] == pytest.approx(
+        lb.Labeller(settings).compute(w, "pyscf")["energy"], abs=1e-8)
+    with pytest.raises(lb.LabelError, match="lacks H"):
+        lb.label(inp, tmp_path / "x.cfg", settings, progress="none", cfg_types=["O"])
