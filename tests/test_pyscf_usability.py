@@ -247,3 +247,10 @@ def test_spin_free_x2c_supported_two_component_refused():
     assert abs(d_x2c - d_plain) < 2e-3 and e < plain.e_tot
     with pytest.raises(NotImplementedError, match="two-component.*x2c\\(\\)"):
         x2c.UKS(mol).xc = "cider-pbe0"
+
+
+def test_ase_and_label_resolve_names_case_insensitively():
+    from cider_xc.ase import resolve_xc
+    assert resolve_xc("CIDER-PBE0").name == "cider-pbe0"
+    assert resolve_xc("Test-NL").name == "test-nl"
+    assert resolve_xc("PBE0") == "PBE0"
