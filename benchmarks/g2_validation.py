@@ -144,10 +144,11 @@ def main(argv=None):
               f"  Spearman rank correlation (predicted scale vs |error|): {rho:.3f}",
               f"  out-of-domain flag: {int(flagged.sum())} flagged, {int(bad.sum())} bad "
               f"(|error| > {args.bad:g} kcal/mol), {int((flagged & bad).sum())} both", ""]
+    exch = {kk: v for kk, v in res.items() if kk.startswith("mae")}
+    exch.update(mae_ex_molecules_cider=float(np.mean(np.abs(ex_c))),
+                mae_ex_molecules_pbe=float(np.mean(np.abs(ex_p))), n_molecules=len(targets))
     payload = {"model": fn.name, "refdir": args.refdir, "list": args.only_list,
-               "exchange": {kk: v for kk, v in res.items() if kk.startswith("mae")},
-               "exchange_molecules_mae_cider": float(np.mean(np.abs(ex_c))),
-               "exchange_molecules_mae_pbe": float(np.mean(np.abs(ex_p))),
+               "exchange": exch,
                "spearman": rho, "n_flagged": int(flagged.sum()), "n_bad": int(bad.sum()),
                "n_flagged_and_bad": int((flagged & bad).sum()),
                "systems": rows}

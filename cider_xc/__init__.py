@@ -35,8 +35,8 @@ def load(name=None, *, exchange_only=False, cider_x=None, semilocal_xc=None):
     Parameters
     ----------
     name : str or path, optional
-        A shipped name (see :func:`available`) or the path of a model file;
-        None gives the shipped default.
+        A shipped name (see :func:`available`; any case) or the path of a
+        model file; None gives the shipped default.
     exchange_only : bool
         E_xc = E_x^CIDER alone (no correlation, no mixing).
     cider_x, semilocal_xc : optional
@@ -49,11 +49,13 @@ def load(name=None, *, exchange_only=False, cider_x=None, semilocal_xc=None):
     if os.path.sep in name or name.endswith(".npz") or os.path.exists(name):
         path = name
     else:
+        name = {n.lower(): n for n in available()}.get(name.lower(), name)
         path = os.path.join(functionals_dir(), name + ".npz")
         if not os.path.exists(path):
             raise ValueError(f"unknown functional {name!r}; shipped: {available()} "
                              "(or give the path of a model file)")
     fn = read_functional(path)
+    fn.source = name if path != name else os.path.abspath(path)
     fn = fn.with_composition(exchange_only=exchange_only, cider_x=cider_x,
                              semilocal_xc=semilocal_xc)
     try:
@@ -64,6 +66,49 @@ def load(name=None, *, exchange_only=False, cider_x=None, semilocal_xc=None):
         hook.install()
     return fn
 
+
+class _PySCFHookFinder:
+    """Installs the PySCF hook right after ``pyscf.dft`` is first imported, so
+    that ``mf.xc = "cider-pbe0"`` works after a plain ``import cider_xc``
+    without importing PySCF here (GPAW-only users do not pay for it)."""
+
+    @classmethod
+    def find_spec(cls, fullname, path=None, target=None):
+        if fullname != "pyscf.dft":
+            return None
+        import importlib.machinery
+        import sys
+        if cls in sys.meta_path:
+            sys.meta_path.remove(cls)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_orig = spec.loader.exec_module
+
+        def exec_module(module):
+            exec_orig(module)
+            _install_pyscf_hook()
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _install_pyscf_hook():
+    try:
+        from .pyscf import hook
+    except ImportError:      # PySCF not installed (or broken): nothing to hook
+        return
+    hook.install()
+
+
+def _arrange_pyscf_hook():
+    import sys
+    if "pyscf.dft" in sys.modules:
+        _install_pyscf_hook()
+    elif _PySCFHookFinder not in sys.meta_path:
+        sys.meta_path.insert(0, _PySCFHookFinder)
+
+
+_arrange_pyscf_hook()
 
 __all__ = ["load", "available", "CiderFunctional", "PolynomialFx", "ModelFileError",
            "read_functional", "save_functional", "DEFAULT_FUNCTIONAL"]

@@ -45,7 +45,7 @@ def resolve_xc(xc):
     """What ``xc`` means: a :class:`~cider_xc.CiderFunctional`, or an xc string.
 
     * None, "cider" or "default": the shipped default CIDER functional;
-    * a shipped name (``cider_xc.available()``) or the path of a model file
+    * a shipped name (``cider_xc.available()``, any case) or the path of a model file
       (ending in .npz or containing a path separator): that CIDER functional;
     * a CiderFunctional: itself;
     * any other string: returned unchanged, for the DFT code to interpret
@@ -61,8 +61,9 @@ def resolve_xc(xc):
     if not isinstance(xc, str):
         raise TypeError(f"xc must be a CiderFunctional, a functional name or a model path, "
                         f"not {type(xc).__name__}")
-    if xc in cider_xc.available() or xc.endswith(".npz") or os.sep in xc:
-        return cider_xc.load(xc)
+    if (xc.strip().lower() in {n.lower() for n in cider_xc.available()}
+            or xc.endswith(".npz") or os.sep in xc):
+        return cider_xc.load(xc.strip())
     return xc
 
 

@@ -11,7 +11,7 @@ class InfoCommand:
     @staticmethod
     def add_arguments(p):
         p.add_argument("model", nargs="?", default=None,
-                       help="shipped name or path (default: the shipped default)")
+                       help="shipped name or model-file path (None: the shipped default)")
 
     @staticmethod
     def run(args):
@@ -40,16 +40,20 @@ class ScfCommand:
 
     @staticmethod
     def add_arguments(p):
-        p.add_argument("geometry", help="geometry file readable by ASE, or a PySCF atom string")
-        p.add_argument("--model", default=None, help="functional (default: shipped default)")
-        p.add_argument("--basis", default="def2-svp")
-        p.add_argument("--charge", type=int, default=0)
+        p.add_argument("geometry", help="geometry file readable by ASE, or a PySCF atom "
+                                        "string such as 'H 0 0 0; H 0 0 0.74' (Angstrom)")
+        p.add_argument("--model", default=None,
+                       help="CIDER functional: shipped name or model file (None: the "
+                            "shipped default)")
+        p.add_argument("--basis", default="def2-svp", help="orbital basis (PySCF name)")
+        p.add_argument("--charge", type=int, default=0, help="total charge")
         p.add_argument("--spin", type=int, default=None,
-                       help="2S (default: 0 or 1 from the electron count)")
-        p.add_argument("--grid-level", type=int, default=3)
+                       help="2S (None: 0 or 1 from the electron count)")
+        p.add_argument("--grid-level", type=int, default=3, help="PySCF grid level (0-9)")
         p.add_argument("--no-compare", action="store_true", help="skip PBE and PBE0")
-        p.add_argument("--density-fit", action="store_true")
-        p.add_argument("-v", "--verbose", type=int, default=3)
+        p.add_argument("--density-fit", action="store_true",
+                       help="density fitting for the Coulomb (and exchange) terms")
+        p.add_argument("-v", "--verbose", type=int, default=3, help="PySCF verbosity (0-9)")
 
     @staticmethod
     def run(args):
@@ -57,6 +61,12 @@ class ScfCommand:
         from pyscf import dft, gto
         import cider_xc
         atom = args.geometry
+        if not os.path.exists(atom) and _looks_like_path(atom):
+            raise SystemExit(f"cider-xc scf: no such geometry file: {atom} (give a file "
+                             "ASE can read, or a PySCF atom string such as "
+                             "'H 0 0 0; H 0 0 0.74')")
+        if os.path.isdir(atom):
+            raise SystemExit(f"cider-xc scf: {atom} is a directory, not a geometry file")
         if os.path.exists(atom):
             try:
                 import ase.io
@@ -89,6 +99,70 @@ class ScfCommand:
         print(f"{'method':8s} {'converged':9s} {'E / Hartree':>18s}  functional")
         for label, desc, e, conv in rows:
             print(f"{label:8s} {str(conv):9s} {e:18.10f}  {desc}")
+
+
+def _looks_like_path(s):
+    """A geometry argument that is meant as a file name (no PySCF atom string
+    is a single word, and none contains a path separator)."""
+    import os
+    return len(s.split()) == 1 and ";" not in s or os.sep in s
+
+
+def _check_output_dir(d, what):
+    """Create directory ``d`` (and its parents) or stop with a clear message;
+    refuse one that exists but cannot be written."""
+    import os
+    try:
+        os.makedirs(d, exist_ok=True)
+    except OSError as err:
+        raise SystemExit(f"{what} {d}: cannot create the directory ({err.strerror or err})")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise SystemExit(f"{what} {d}: the directory is not writable")
+
+
+def _check_model_output(path, overwrite, what):
+    """The model path that will be written, checked before any long work: its
+    directory is created if missing and must be writable, and an existing
+    file is only replaced with --overwrite."""
+    import os
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+        path += ".npz"
+    if os.path.isdir(path):
+        raise SystemExit(f"{what}: the output {path} is a directory")
+    if os.path.exists(path) and not overwrite:
+        raise SystemExit(f"{what}: the output {path} exists; pass --overwrite to replace "
+                         "it, or choose another output")
+    _check_output_dir(os.path.dirname(os.path.abspath(path)), f"{what}: output directory")
+    return path
+
+
+def _save_model(path, fn, overwrite):
+    """Write the fitted model; if that fails after all (disk full, directory
+    removed meanwhile), write it to a fallback file in the working directory
+    or the temporary directory, so that a finished fit is never lost.
+
+    Returns (path written, error message or None)."""
+    import os
+    import tempfile
+    import time
+    from cider_xc.io import save_functional
+    try:
+        return save_functional(path, fn, overwrite=overwrite), None
+    except OSError as err:
+        first = err
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = f"cider-xc-rescued-{fn.name}-{stamp}-{os.getpid()}.npz"
+    for d in (os.getcwd(), tempfile.gettempdir()):
+        try:
+            saved = save_functional(os.path.join(d, base), fn)
+        except OSError:
+            continue
+        msg = (f"cider-xc: could not write the model to {path} ({first}); the fitted "
+               f"model was saved to {saved} instead: move it where it belongs")
+        print(msg, file=sys.stderr)
+        return saved, msg
+    raise first
 
 
 def _load_config(path):
@@ -135,14 +209,16 @@ class GenerateCommand:
         p.add_argument("systems", nargs="+",
                        help="specs: atoms:H-Ar, g2_1, g2_2, g2_2:NAME, geometry files, list.txt")
         p.add_argument("--out", required=True, help="output directory")
-        p.add_argument("--xc", default="PBE0")
-        p.add_argument("--basis", default="def2-tzvp")
-        p.add_argument("--grid-level", type=int, default=3)
-        p.add_argument("--no-density-fit", action="store_true")
-        p.add_argument("--n-jobs", type=int, default=1)
-        p.add_argument("--scheduler", default=None, help="Dask scheduler address")
+        p.add_argument("--xc", default="PBE0", help="hybrid functional of the reference SCFs")
+        p.add_argument("--basis", default="def2-tzvp", help="orbital basis (PySCF name)")
+        p.add_argument("--grid-level", type=int, default=3, help="PySCF grid level (0-9)")
+        p.add_argument("--no-density-fit", action="store_true",
+                       help="exact Coulomb and exchange integrals instead of density fitting")
+        p.add_argument("--n-jobs", type=int, default=1, help="worker processes (joblib)")
+        p.add_argument("--scheduler", default=None,
+                       help="Dask scheduler address (None: run locally)")
         p.add_argument("--like", default=None,
-                       help="take descriptor settings from this model (default test-nl)")
+                       help="take descriptor settings from this model (None: test-nl)")
 
     @staticmethod
     def run(args):
@@ -172,24 +248,29 @@ class FitCommand:
     def add_arguments(p):
         p.add_argument("data", help="reference-data directory")
         p.add_argument("--out", required=True, help="model file to write (.npz)")
-        p.add_argument("--name", default="cider")
-        p.add_argument("--degree", type=int, default=4)
-        p.add_argument("--n-control", type=int, default=200)
-        p.add_argument("--cider-x", type=float, default=0.25)
-        p.add_argument("--semilocal-xc", default="0.75*GGA_X_PBE, GGA_C_PBE")
-        p.add_argument("--overwrite", action="store_true")
+        p.add_argument("--name", default="cider", help="name stored in the model file")
+        p.add_argument("--degree", type=int, default=4,
+                       help="polynomial degree (polynomial evaluator only)")
+        p.add_argument("--n-control", type=int, default=200, help="GP control points")
+        p.add_argument("--cider-x", type=float, default=0.25,
+                       help="fraction of CIDER exchange in the functional")
+        p.add_argument("--semilocal-xc", default="0.75*GGA_X_PBE, GGA_C_PBE",
+                       help="the rest of the functional, a libxc string")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
     @staticmethod
     def run(args):
-        from cider_xc.io import save_functional
         from cider_xc.training import fit, reference
+        out = _check_model_output(args.out, args.overwrite, "cider-xc fit")
         data = reference.load_dataset(args.data)
         fn, report = fit.fit_functional(data, name=args.name, degree=args.degree,
                                         n_control=args.n_control, cider_x=args.cider_x,
                                         semilocal_xc=args.semilocal_xc, verbose=True)
-        path = save_functional(args.out, fn, overwrite=args.overwrite)
+        path, err = _save_model(out, fn, args.overwrite)
         _print_report(report)
         print(f"wrote {path}")
+        if err:
+            raise SystemExit(err)
 
 
 def _print_report(report):
@@ -202,7 +283,7 @@ class EvaluateCommand:
 
     @staticmethod
     def add_arguments(p):
-        p.add_argument("model")
+        p.add_argument("model", help="shipped name or model-file path")
         p.add_argument("data", help="reference-data directory")
         p.add_argument("--plots", default="plots", help="directory for the PNG figures")
 
@@ -233,13 +314,12 @@ class TrainCommand:
 
     @staticmethod
     def add_arguments(p):
-        p.add_argument("config")
+        p.add_argument("config", help="YAML (.yaml/.yml) or TOML (.toml) configuration")
         p.add_argument("--overwrite", action="store_true", help="replace the output model")
 
     @staticmethod
     def run(args):
         import os
-        from cider_xc.io import save_functional
         from cider_xc.training import fit, plots, reference, systems
         cfg = _load_config(args.config)
         settings = _descriptor_settings(cfg=cfg)
@@ -249,6 +329,17 @@ class TrainCommand:
         if not specs:
             raise SystemExit("cider-xc train: [data] systems is empty")
         out_dir = _rel(cfg, dcfg.get("directory", "refdata"))
+        # every output path is checked (directories created) before the long work
+        out = _check_model_output(_rel(cfg, cfg.get("output", cfg.get("name", "cider") + ".npz")),
+                                  args.overwrite, "cider-xc train")
+        plot_dir = _rel(cfg, cfg.get("plots", "plots"))
+        ecfg = cfg.get("evaluate")
+        dirs = [("[data] directory", out_dir), ("plots", plot_dir)]
+        if ecfg:
+            dirs.append(("[evaluate] directory",
+                         _rel(cfg, ecfg.get("directory", "refdata-validation"))))
+        for what, d in dirs:
+            _check_output_dir(d, f"cider-xc train: {what}")
         idx = reference.generate(systems.resolve(specs), out_dir, settings, ref,
                                  n_jobs=dcfg.get("n_jobs", 1),
                                  scheduler=dcfg.get("scheduler") or None)
@@ -260,14 +351,15 @@ class TrainCommand:
         fcfg = dict(cfg.get("fit", {}))
         fn, report = fit.fit_functional(data, name=cfg.get("name", "cider"), verbose=True,
                                         **fcfg)
-        out = _rel(cfg, cfg.get("output", cfg.get("name", "cider") + ".npz"))
+        # the finished fit is written at once (never lost); the calibration of
+        # its out-of-domain warning below rewrites it with that header added
+        path, save_error = _save_model(out, fn, args.overwrite)
+        print(f"wrote {path}")
         _print_report(report)
         res = fit.evaluate_exchange(fn, data)
         _print_evaluation(res, "training data")
-        plot_dir = _rel(cfg, cfg.get("plots", "plots"))
         plots.parity_plot(res, os.path.join(plot_dir, "parity-train.png"))
         plots.enhancement_plot(fn, os.path.join(plot_dir, "enhancement.png"))
-        ecfg = cfg.get("evaluate")
         if ecfg:
             # held-out data: errors, and the calibration of the out-of-domain
             # warning (stored in the model file's header)
@@ -293,8 +385,12 @@ class TrainCommand:
                       f"{dom['n_flagged']} ({dom['n_flagged_bad']} of the {dom['n_bad']} with "
                       f"|E_x error| > {dom['bad_kcal']:g} kcal/mol); Spearman(error scale, "
                       f"|error|) = {dom['spearman_error_scale']:.2f}")
-        path = save_functional(out, fn, overwrite=args.overwrite)
-        print(f"wrote {path}")
+                if not save_error:
+                    from cider_xc.io import save_functional
+                    path = save_functional(path, fn, overwrite=True)
+                    print(f"wrote {path} (with the calibrated out-of-domain thresholds)")
+        if save_error:
+            raise SystemExit(save_error)
         return path
 
 
@@ -304,54 +400,67 @@ class LabelCommand:
 
     @staticmethod
     def add_arguments(p):
-        p.formatter_class = argparse.RawDescriptionHelpFormatter
         p.epilog = (
-            "output keys (eV, Angstrom): energy, forces, stress (fully periodic cells;\n"
+            "extxyz output keys (eV, Angstrom): energy, forces, stress (fully periodic cells;\n"
             "ASE sign: positive = the cell wants to shrink) as read by ase.io.read and\n"
             "NequIP/Allegro; the same as REF_energy, REF_forces, REF_stress and\n"
             "REF_virials = -stress*volume (MACE's default keys); input_index. With GPAW\n"
             "smearing, energy is the free energy (the one forces and stress derive from).\n"
+            "cfg output (MLIP): AtomData id type cartes_x..z fx fy fz, Energy, PlusStress\n"
+            "= -stress*volume (eV; xx yy zz yz xz xy), 'Feature types 0=Si,...' (type map).\n"
             "OUTPUT.state.json records settings, done and failed structures: rerun the\n"
             "same command to resume; exit code 1 if structures failed, 2 on bad input.")
         p.add_argument("input", help="extxyz trajectory (every frame is labelled)")
         p.add_argument("-o", "--output", required=True, help="extxyz file to write")
         p.add_argument("--code", choices=["auto", "pyscf", "gpaw"], default="auto",
-                       help="auto (default): PySCF for molecules, GPAW for periodic cells")
+                       help="auto: PySCF for molecules, GPAW for periodic cells")
         p.add_argument("--xc", default=None,
-                       help="functional: a shipped CIDER name or model file (default: the "
+                       help="functional: a shipped CIDER name or model file (None: the "
                             "shipped default), or an xc string of the code, e.g. PBE")
         g = p.add_argument_group("PySCF (molecules)")
-        g.add_argument("--basis", default="def2-svp")
-        g.add_argument("--grid-level", type=int, default=3)
-        g.add_argument("--density-fit", action="store_true")
+        g.add_argument("--basis", default="def2-svp", help="orbital basis (PySCF name)")
+        g.add_argument("--grid-level", type=int, default=3, help="PySCF grid level (0-9)")
+        g.add_argument("--density-fit", action="store_true",
+                       help="density fitting for the Coulomb (and exchange) terms")
         g.add_argument("--conv-tol", type=float, default=1e-9, help="Hartree")
         g.add_argument("--no-grid-response", dest="grid_response", action="store_false",
                        help="leave the grid response out of the forces (faster; the "
                             "forces are then not the exact derivative of the energy)")
         g.add_argument("--spin", type=int, default=None,
-                       help="2S (default: from the initial magnetic moments, else 0 or 1 "
+                       help="2S (None: from the initial magnetic moments, else 0 or 1 "
                             "from the electron count); GPAW takes the moments")
         g = p.add_argument_group("GPAW (periodic cells, plane waves)")
         g.add_argument("--ecut", type=float, default=500.0, help="plane-wave cutoff, eV")
-        g.add_argument("--kpts", type=int, nargs=3, metavar=("A", "B", "C"), default=None)
+        g.add_argument("--kpts", type=int, nargs=3, metavar=("A", "B", "C"), default=None,
+                       help="Monkhorst-Pack k-point mesh (or give --kpt-density)")
         g.add_argument("--kpt-density", type=float, default=None,
                        help="k-points per 1/Angstrom (Gamma-centred)")
         g.add_argument("--smearing", type=float, default=None,
-                       help="Fermi-Dirac width, eV (default: GPAW's)")
+                       help="Fermi-Dirac width, eV (None: GPAW's default)")
         g = p.add_argument_group("both codes")
-        g.add_argument("--charge", type=int, default=0)
+        g.add_argument("--charge", type=int, default=0, help="total charge")
         g.add_argument("--max-cycle", type=int, default=None,
-                       help="SCF iterations (default: the code's; may change on resume)")
+                       help="SCF iterations (None: the code's default; may change on resume)")
         g.add_argument("--energy-only", action="store_true", help="no forces or stress")
         g.add_argument("--min-distance", type=float, default=0.3,
                        help="Angstrom; structures with closer atoms are recorded as failed")
+        g = p.add_argument_group("output format")
+        g.add_argument("--format", choices=["extxyz", "cfg"], default=None,
+                       help="extxyz, or cfg (MLIP / Moment Tensor Potentials); None: "
+                            "cfg if OUTPUT ends in .cfg, else extxyz")
+        g.add_argument("--cfg-types", default=None,
+                       help="cfg: the element of each MLIP type in order, e.g. Si,O "
+                            "(None: the input's elements by atomic number); the map "
+                            "is written as a 'Feature types 0=Si,1=O' line")
         g = p.add_argument_group("run")
         g.add_argument("--retry-failed", action="store_true",
                        help="compute again the structures that failed in earlier runs")
         g.add_argument("--overwrite", action="store_true",
                        help="discard an existing output and its state file")
-        g.add_argument("--txt", default=None, help="log file for the DFT codes' output")
-        g.add_argument("--progress", choices=["bar", "log", "none"], default="bar")
+        g.add_argument("--txt", default=None,
+                       help="log file for the DFT codes' output (None: no log)")
+        g.add_argument("--progress", choices=["bar", "log", "none"], default="bar",
+                       help="tqdm bar, one log line per structure, or nothing")
 
     @staticmethod
     def run(args):
@@ -369,7 +478,9 @@ class LabelCommand:
             try:
                 report = lb.label(args.input, args.output, settings,
                                   retry_failed=args.retry_failed, overwrite=args.overwrite,
-                                  txt=txt, progress=args.progress)
+                                  txt=txt, progress=args.progress, fmt=args.format,
+                                  cfg_types=(args.cfg_types.split(",") if args.cfg_types
+                                             else None))
             finally:
                 if txt is not None:
                     txt.close()
@@ -391,14 +502,46 @@ COMMANDS = {"generate": GenerateCommand, "fit": FitCommand, "evaluate": Evaluate
             "label": LabelCommand}
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="cider-xc", description=__doc__)
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                    argparse.RawDescriptionHelpFormatter):
+    """Every option shows its default; epilogs keep their line breaks."""
+
+
+def build_parser():
+    from cider_xc import __version__
+    parser = argparse.ArgumentParser(prog="cider-xc", description=__doc__,
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"cider-xc {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, cmd in COMMANDS.items():
-        p = sub.add_parser(name, help=cmd.__doc__, description=cmd.__doc__)
+        p = sub.add_parser(name, help=cmd.__doc__, description=cmd.__doc__,
+                           formatter_class=HelpFormatter)
         cmd.add_arguments(p)
+        p.formatter_class = HelpFormatter
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback of an error")
+    return parser
+
+
+def main(argv=None):
+    """The ``cider-xc`` command.  An error prints one line naming the problem
+    and exits with code 1 (``--debug``: the full traceback instead)."""
+    parser = build_parser()
     args = parser.parse_args(argv)
-    COMMANDS[args.command].run(args)
+    try:
+        COMMANDS[args.command].run(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        raise SystemExit(f"cider-xc {args.command}: interrupted")
+    except Exception as err:
+        if args.debug:
+            raise
+        msg = " ".join(str(err).split()) or "(no message)"
+        raise SystemExit(f"cider-xc {args.command}: error: {type(err).__name__}: {msg} "
+                         "(--debug shows the traceback)") from None
     return 0
 
 

@@ -133,6 +133,28 @@ def save_functional(path, functional, provenance=None, overwrite=False):
     return path
 
 
+def _check_zip(path):
+    """Refuse a file that is not a zip archive before NumPy sees it: np.load
+    falls back to unpickling anything that is neither a zip nor a .npy file,
+    and with allow_pickle=False it then reports any random or text file as
+    "pickled data"."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if zipfile.is_zipfile(path):
+        return
+    if not head:
+        what = "the file is empty"
+    elif head.startswith(b"PK"):
+        what = "it starts like one but is truncated or damaged"
+    elif head.startswith(b"\x93NUMPY"):
+        what = "it is a single .npy array"
+    elif head[:1] == b"\x80":
+        what = "it looks like a Python pickle, which is refused (model files hold plain arrays only)"
+    else:
+        what = f"it does not start with the zip signature (first bytes {head[:4]!r})"
+    raise ModelFileError(path, f"not a model file: not a valid .npz (zip) archive; {what}")
+
+
 def read_functional(path):
     """Read and validate a model file; returns a :class:`CiderFunctional`."""
     from .descriptors import DescriptorSettings
@@ -140,6 +162,7 @@ def read_functional(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ModelFileError(path, "no such model file")
+    _check_zip(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

@@ -227,10 +227,17 @@ class Labeller:
         return self._pyscf
 
     def gpaw_calculator(self, atoms):
-        """A GPAW calculator; the previous one when only positions changed."""
+        """A GPAW calculator: the previous one (whose wave functions are a good
+        start) when only the positions changed and the new positions have
+        exactly the previous structure's symmetry; a fresh one otherwise, so
+        that every structure is computed with its own symmetry, as if run
+        alone (GPAW keeps the symmetry of its first structure: a less
+        symmetric one fails with "Broken symmetry!", a more symmetric one
+        would run with too few symmetries)."""
         from ase.calculators.calculator import compare_atoms
-        if self._gpaw is not None and set(compare_atoms(self._gpaw_atoms, atoms)) <= {
-                "positions"}:
+        if (self._gpaw is not None
+                and set(compare_atoms(self._gpaw_atoms, atoms)) <= {"positions"}
+                and self._same_symmetry(atoms)):
             return self._gpaw
         from gpaw import GPAW, PW
         from .model import CiderFunctional
@@ -253,6 +260,22 @@ class Labeller:
             kw["maxiter"] = int(s.max_cycle)
         self._gpaw = GPAW(**kw)
         return self._gpaw
+
+    def _same_symmetry(self, atoms):
+        """Whether ``atoms`` (same cell and atoms as the calculator's last
+        structure) has exactly the symmetry operations GPAW found for it."""
+        from gpaw.symmetry import Symmetry
+        try:
+            old = self._gpaw.wfs.kd.symmetry
+        except AttributeError:          # nothing computed yet
+            return False
+        new = Symmetry(old.id_a, old.cell_cv, old.pbc_c, old.tol, old.point_group,
+                       old.time_reversal, old.symmorphic)
+        new.analyze(atoms.get_scaled_positions())
+        return (new.op_scc.shape == old.op_scc.shape
+                and np.array_equal(new.op_scc, old.op_scc)
+                and np.allclose(new.ft_sc, old.ft_sc)
+                and np.array_equal(new.a_sa, old.a_sa))
 
     def drop(self):
         """Forget the calculators (after a failure, start clean)."""
@@ -317,6 +340,83 @@ def labelled_frame(atoms, index, res):
     buf = io.StringIO()
     ase.io.write(buf, out, format="extxyz")
     return buf.getvalue().encode("utf-8")
+
+
+#: output formats and the file extensions that select them
+FORMATS = {"extxyz": (".extxyz", ".xyz"), "cfg": (".cfg",)}
+
+
+def output_format(output_path, fmt=None):
+    """``fmt`` if given, else the format the output's extension names
+    (``.cfg``: MLIP; anything else: extxyz)."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise LabelError(f"unknown output format {fmt!r}: choose {', '.join(FORMATS)}")
+        return fmt
+    return "cfg" if os.fspath(output_path).lower().endswith(".cfg") else "extxyz"
+
+
+def cfg_type_map(frames, types=None):
+    """Chemical symbols in MLIP type order (type i is ``types[i]``): ``types``
+    if given (every element of the input must be in it), else the elements of
+    the input by atomic number."""
+    from ase.data import atomic_numbers
+    present = {s for a in frames for s in a.get_chemical_symbols()}
+    if types is None:
+        return sorted(present, key=lambda s: atomic_numbers[s])
+    types = [t.strip() for t in types if t.strip()]
+    bad = [t for t in types if t not in atomic_numbers]
+    if bad:
+        raise LabelError(f"--cfg-types: {', '.join(bad)} is not a chemical symbol")
+    if len(set(types)) != len(types):
+        raise LabelError(f"--cfg-types lists an element twice: {','.join(types)}")
+    missing = sorted(present - set(types))
+    if missing:
+        raise LabelError(f"--cfg-types {','.join(types)} lacks {', '.join(missing)}, "
+                         "which the input contains")
+    return types
+
+
+def cfg_frame(atoms, index, res, types, xc=None):
+    """One MLIP (Moment Tensor Potential) configuration, as text bytes.
+
+    Units eV and Angstrom, MLIP's conventions: ``Supercell`` rows are the
+    lattice vectors (periodic structures only); ``AtomData`` holds the 1-based
+    id, the integer type (index into ``types``), Cartesian positions and
+    forces; ``Energy`` is the total energy; ``PlusStress`` (fully periodic
+    cells with a stress) is the virial -stress * volume in eV, in the order
+    xx yy zz yz xz xy.  ``Feature`` lines carry the type-to-element map
+    (``types 0=Si,1=O``), the input index and the source.
+    """
+    tindex = {s: i for i, s in enumerate(types)}
+    lines = ["BEGIN_CFG", " Size", f"    {len(atoms)}"]
+    if atoms.pbc.any():
+        lines.append(" Supercell")
+        for row in np.asarray(atoms.cell):
+            lines.append("    " + " ".join(f"{x:18.12f}" for x in row))
+    forces = res.get("forces")
+    head = " AtomData:  id type       cartes_x      cartes_y      cartes_z"
+    if forces is not None:
+        head += "           fx          fy          fz"
+    lines.append(head)
+    for k, (sym, pos) in enumerate(zip(atoms.get_chemical_symbols(), atoms.positions)):
+        row = f"    {k + 1:6d} {tindex[sym]:4d} " + " ".join(f"{x:18.12f}" for x in pos)
+        if forces is not None:
+            row += " " + " ".join(f"{f:18.12f}" for f in forces[k])
+        lines.append(row)
+    lines += [" Energy", f"    {res['energy']:.12f}"]
+    if "stress" in res:
+        vir = -np.asarray(res["stress"]) * atoms.get_volume()
+        lines.append(" PlusStress:  xx          yy          zz          yz          xz"
+                     "          xy")
+        lines.append("    " + " ".join(f"{v:18.12f}" for v in vir))
+    lines.append(" Feature   types " + ",".join(f"{i}={t}" for i, t in enumerate(types)))
+    lines.append(f" Feature   input_index {int(index)}")
+    lines.append(" Feature   EFS_by cider-xc")
+    if xc:
+        lines.append(" Feature   xc " + "".join(str(xc).split()))
+    lines.append("END_CFG")
+    return ("\n".join(lines) + "\n\n").encode("utf-8")
 
 
 # ------------------------------------------------------------------ state
@@ -412,8 +512,12 @@ class _Progress:
 
 
 def label(input_path, output_path, settings=None, *, retry_failed=False, overwrite=False,
-          txt=None, progress="bar", labeller=None):
+          txt=None, progress="bar", labeller=None, fmt=None, cfg_types=None):
     """Label every structure of ``input_path`` into ``output_path``.
+
+    ``fmt``: "extxyz" or "cfg" (MLIP); None picks by the output's extension
+    (``.cfg``: MLIP).  ``cfg_types``: the element of each MLIP type, in order
+    (default: the input's elements by atomic number); see :func:`cfg_frame`.
 
     Returns a :class:`LabelReport`; per-structure failures are recorded there
     and in the state file, and do not stop the run.  ``KeyboardInterrupt``
@@ -454,6 +558,10 @@ def label(input_path, output_path, settings=None, *, retry_failed=False, overwri
         except ValueError as err:
             raise LabelError(str(err)) from None
     physics = _physics(settings, lab.xc)
+    fmt = output_format(output_path, fmt)
+    layout = {"format": fmt}
+    if fmt == "cfg":
+        layout["cfg_types"] = cfg_type_map(frames, cfg_types)
 
     spath = state_path_for(output_path)
     if overwrite:
@@ -462,6 +570,20 @@ def label(input_path, output_path, settings=None, *, retry_failed=False, overwri
                 os.unlink(p)
     if os.path.exists(spath):
         state = _load_state(spath, output_path, input_path, physics)
+        old = {"format": state.get("format", "extxyz"), "cfg_types": state.get("cfg_types")}
+        if fmt == "cfg" and cfg_types is None and old["cfg_types"] is not None:
+            # keep the types of the first run; elements new to a grown input go last
+            types = list(old["cfg_types"])
+            types += [t for t in layout["cfg_types"] if t not in types]
+            layout["cfg_types"] = types
+        if old["format"] != fmt or (fmt == "cfg" and layout["cfg_types"][:len(
+                old["cfg_types"] or [])] != old["cfg_types"]):
+            raise LabelError(
+                f"{output_path} was started as {old['format']}"
+                + (f" with types {old['cfg_types']}" if old["cfg_types"] else "")
+                + f", not {fmt}" + (f" with types {layout['cfg_types']}" if fmt == "cfg"
+                                    else "")
+                + "; rerun with the original format, or pass --overwrite to start again")
         if not os.path.exists(output_path):
             raise LabelError(f"the state file {spath} exists but the output {output_path} "
                              "does not; pass --overwrite to start again")
@@ -471,6 +593,7 @@ def label(input_path, output_path, settings=None, *, retry_failed=False, overwri
                              "overwriting it (pass --overwrite, or choose another output)")
         state = {"version": STATE_VERSION, "settings": physics, "frames": {},
                  "failed": {}, "output_bytes": 0}
+    state.update(layout)
     out = open(output_path, "ab")
     try:
         _lock(out, output_path)
@@ -533,7 +656,11 @@ def _run(frames, codes, lab, settings, state, spath, out, input_path, output_pat
                 _save_state(spath, state)
                 bar.update(i, formula, f"FAILED ({type(err).__name__})")
                 continue
-            data = labelled_frame(atoms, i, res)
+            if state.get("format", "extxyz") == "cfg":
+                from .ase import describe_xc
+                data = cfg_frame(atoms, i, res, state["cfg_types"], describe_xc(lab.xc))
+            else:
+                data = labelled_frame(atoms, i, res)
             start = state["output_bytes"]
             out.write(data)
             out.flush()

@@ -387,6 +387,31 @@ class TailGate:
         return f"TailGate(start={self.start}, end={self.end})"
 
 
+def check_semilocal_xc(xc_string):
+    """Refuse a semilocal part that PySCF's libxc parser cannot read, naming it.
+
+    The string may carry exact exchange ("0.25*HF + 0.75*GGA_X_PBE, GGA_C_PBE",
+    "wB97X"): the PySCF plugin then adds it as PySCF adds a hybrid's.  VV10
+    (nonlocal correlation) belongs in ``mf.nlc`` and is refused here.  Without
+    PySCF (a GPAW-only installation) the string is checked when GPAW uses it.
+    """
+    if not isinstance(xc_string, str):
+        raise TypeError(f"semilocal_xc must be a libxc string, not {type(xc_string).__name__}")
+    try:
+        from pyscf.dft import libxc
+    except ImportError:
+        return
+    try:
+        libxc.parse_xc(xc_string)
+    except (KeyError, ValueError, TypeError) as err:
+        raise ValueError(f"semilocal_xc {xc_string!r} is not a functional PySCF's libxc "
+                         f"parser knows ({err})") from None
+    if libxc.is_nlc(xc_string):
+        raise ValueError(f"semilocal_xc {xc_string!r} has a VV10 (nonlocal correlation) "
+                         "part, which a CIDER composition does not carry; set it through "
+                         "PySCF's mf.nlc instead")
+
+
 @dataclasses.dataclass
 class XResult:
     """Exchange energy density (per volume) and its derivatives, per point.
@@ -420,10 +445,14 @@ class CiderFunctional:
         in models written before the map existed).
     gate : TailGate or None
         Switch of f_ML in density tails (None: no gate).
+    source : str
+        What :func:`cider_xc.load` was given: a shipped name, or the absolute
+        path of the model file (default: ``name``).  ``str(fn)`` names it, so
+        that ``mf.xc = str(fn)`` in PySCF gives the same functional back.
     """
 
     def __init__(self, settings, fx, cider_x=1.0, semilocal_xc=None, name="cider",
-                 header=None, gp=None, bound=None, gate=None):
+                 header=None, gp=None, bound=None, gate=None, source=None):
         if not isinstance(settings, DescriptorSettings):
             raise TypeError("settings must be a DescriptorSettings")
         if fx.n_features != settings.n_features:
@@ -435,6 +464,7 @@ class CiderFunctional:
         self.cider_x = float(cider_x)
         self.semilocal_xc = semilocal_xc or None
         self.name = name
+        self.source = source or name
         self.header = dict(header or {})
         self.chain = FeatureChain(settings)
         if bound is not None and not isinstance(bound, FxBound):
@@ -458,7 +488,21 @@ class CiderFunctional:
         return f"<CiderFunctional {self.describe()}>"
 
     def __str__(self):
-        return self.describe()
+        return self.xc_string()
+
+    def xc_string(self):
+        """The composition as a string that ``mf.xc = ...`` in PySCF (with
+        cider_xc imported) turns back into this functional, e.g.
+        ``"0.25*CIDER_X[cider-pbe0] + 0.75*GGA_X_PBE, GGA_C_PBE"`` (the model
+        by its shipped name or absolute path).  Save it where a string is
+        needed (chkfiles, logs)."""
+        cx = f"{self.cider_x:g}"
+        if float(cx) != self.cider_x:
+            cx = repr(self.cider_x)
+        parts = [f"{cx}*CIDER_X[{self.source}]"]
+        if self.semilocal_xc:
+            parts.append(self.semilocal_xc)
+        return " + ".join(parts)
 
     # PySCF's dispersion lookup (scf.dispersion.parse_disp) lower-cases the
     # functional name; a CIDER functional has no dispersion parameters.
@@ -483,8 +527,10 @@ class CiderFunctional:
         else:
             cx = self.cider_x if cider_x is None else cider_x
             sl = self.semilocal_xc if semilocal_xc is None else semilocal_xc
+        if sl is not None:
+            check_semilocal_xc(sl)
         return CiderFunctional(self.settings, self.fx, cx, sl, self.name, self.header,
-                               self.gp, self.bound, self.gate)
+                               self.gp, self.bound, self.gate, self.source)
 
     def uncertainty(self, x):
         """GP posterior standard deviation of f_ML at x (n_features, N).

@@ -193,3 +193,27 @@ def test_cli_scf_bad_geometry(tmp_path):
     bad.write_text("this is not a geometry\n")
     with pytest.raises(SystemExit, match="broken.xyz"):
         main(["scf", str(bad)])
+
+
+@pytest.mark.parametrize("kind", ["random", "text", "empty", "npy"])
+def test_not_an_npz_is_not_called_pickled(tmp_path, kind):
+    """np.load reports any non-zip file as "pickled data" when pickles are
+    refused; a model file that is random bytes or text is simply not an npz."""
+    p = tmp_path / f"{kind}.npz"
+    if kind == "random":
+        data = np.random.default_rng(3).integers(0, 256, 4000, dtype=np.uint8).tobytes()
+        assert data[:1] != b"\x80" and data[:2] != b"PK"
+        p.write_bytes(data)
+    elif kind == "text":
+        p.write_text("this is not a model file\n" * 20)
+    elif kind == "empty":
+        p.write_bytes(b"")
+    else:
+        with open(p, "wb") as fh:
+            np.save(fh, np.ones(3))
+    with pytest.raises(ModelFileError) as info:
+        read_functional(p)
+    msg = str(info.value)
+    assert f"{kind}.npz" in msg
+    assert "not a valid .npz" in msg and "not a model file" in msg
+    assert "pickle" not in msg

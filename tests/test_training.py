@@ -179,8 +179,8 @@ gp_kwargs = {length_scales = [0.5], amplitudes = [0.01]}
     main(["train", str(cfg)])
     assert (tmp_path / "tiny-cli.npz").exists()
     assert (tmp_path / "plots" / "parity-train.png").stat().st_size > 1000
-    # a second run refuses to overwrite the good model
-    with pytest.raises(FileExistsError):
+    # a second run refuses to overwrite the good model (before any work)
+    with pytest.raises(SystemExit, match="exists; pass --overwrite"):
         main(["train", str(cfg)])
     main(["evaluate", str(tmp_path / "tiny-cli.npz"), str(tmp_path / "ref"),
           "--plots", str(tmp_path / "eplots")])

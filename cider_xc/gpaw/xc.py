@@ -53,7 +53,7 @@ def parse_semilocal(xc_string):
                              f"(term {term.strip()!r}); expected 'coef*LIBXC_NAME' terms")
         coef = float(m.group(1)) if m.group(1) else 1.0
         name = m.group(2).upper()
-        if name in ("HF", "EXX"):
+        if name in ("HF", "EXX") or name.startswith("HYB_"):
             raise ValueError(f"the semilocal part {xc_string!r} contains exact exchange, "
                              "which CiderXC in GPAW does not provide")
         terms.append((coef, name))

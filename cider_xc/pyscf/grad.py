@@ -314,14 +314,37 @@ def get_veff(ks_grad, mol=None, dm=None):
         logger.debug1(ks_grad, "sum(grids response) %s", exc1.sum(axis=0))
     t0 = logger.timer(ks_grad, "vxc", *t0)
     dm = np.asarray(dm)
-    vj = ks_grad.get_j(mol, dm)
+    aux_response = getattr(ks_grad, "auxbasis_response", False)
+    if not ni.libxc.is_hybrid_xc(mf.xc):
+        vj = ks_grad.get_j(mol, dm)
+        vk = None
+    else:
+        # exact exchange of a hybrid semilocal part, as PySCF's KS gradients
+        # do it: hyb * K (full range) + (alpha - hyb) * K(omega) (long range)
+        omega, alpha, hyb = ni.rsh_and_hybrid_coeff(mf.xc, spin=mol.spin)
+        vj, vk = ks_grad.get_jk(mol, dm)
+        vk[:] *= hyb                    # in place: keeps the .aux tag of DF
+        if aux_response:
+            vk.aux *= hyb
+        if omega != 0:
+            vklr = ks_grad.get_k(mol, dm, omega=omega)
+            vk[:] += vklr * (alpha - hyb)
+            if aux_response:
+                vk.aux[:] += vklr.aux * (alpha - hyb)
     if dm.ndim == 3:
         vxc = vxc + vj[0] + vj[1]
+        if vk is not None:
+            vxc = vxc - vk
     else:
         vxc = vxc + vj
+        if vk is not None:
+            vxc = vxc - 0.5 * vk
     tags = {"exc1_grid": exc1, "cider_force": aux_force, "cider_exc": excsum}
-    if getattr(ks_grad, "auxbasis_response", False):
+    if aux_response:
         tags["aux"] = vj.aux.sum((0, 1))
+        if vk is not None:
+            tags["aux"] = tags["aux"] - (np.trace(vk.aux, axis1=0, axis2=1) if dm.ndim == 3
+                                         else 0.5 * vk.aux.sum((0, 1)))
     return lib.tag_array(vxc, **tags)
 
 

@@ -42,11 +42,26 @@ class _LibxcShim:
         self._base = base
 
     def __getattr__(self, key):
+        if key == "_base":       # not yet set (no recursion through __getattr__)
+            raise AttributeError(key)
         return getattr(self._base, key)
+
+    # the wrapped libxc module cannot be copied or pickled: a copy of the
+    # shim shares it (copy.deepcopy(mf) of a CIDER calculation), and a
+    # pickled shim stores the module's name
+    def __copy__(self):
+        return _LibxcShim(self._base)
+
+    def __deepcopy__(self, memo):
+        return _LibxcShim(self._base)
+
+    def __reduce__(self):
+        return (_shim_from_module, (self._base.__name__,))
 
     def is_hybrid_xc(self, xc_code):
         if isinstance(xc_code, CiderFunctional):
-            return False
+            return bool(xc_code.semilocal_xc) and bool(
+                self._base.is_hybrid_xc(xc_code.semilocal_xc))
         return self._base.is_hybrid_xc(xc_code)
 
     def is_nlc(self, xc_code):
@@ -84,7 +99,8 @@ class _LibxcShim:
 
     def hybrid_coeff(self, xc_code, spin=0):
         if isinstance(xc_code, CiderFunctional):
-            return 0.0
+            sl = xc_code.semilocal_xc
+            return self._base.hybrid_coeff(sl, spin) if sl else 0.0
         return self._base.hybrid_coeff(xc_code, spin)
 
     def max_deriv_order(self, xc_code):
@@ -103,8 +119,14 @@ class _LibxcShim:
 
     def rsh_coeff(self, xc_code):
         if isinstance(xc_code, CiderFunctional):
-            return 0.0, 0.0, 0.0
+            sl = xc_code.semilocal_xc
+            return self._base.rsh_coeff(sl) if sl else (0.0, 0.0, 0.0)
         return self._base.rsh_coeff(xc_code)
+
+
+def _shim_from_module(name):
+    import importlib
+    return _LibxcShim(importlib.import_module(name))
 
 
 class CiderNumInt(numint.NumInt):
@@ -149,19 +171,26 @@ class CiderNumInt(numint.NumInt):
             return "MGGA"
         return super()._xc_type(xc_code)
 
+    # Exact exchange of the functional: none from the CIDER part; a hybrid
+    # semilocal part (e.g. "0.25*HF + 0.75*GGA_X_PBE, GGA_C_PBE" or "wB97X")
+    # brings its own, which PySCF's get_veff adds through these coefficients
+    # (the grid part of such a string is only its DFT part).
     def rsh_and_hybrid_coeff(self, xc_code, spin=0):
         if self._is_cider(xc_code):
-            return 0.0, 0.0, 0.0
+            sl = xc_code.semilocal_xc
+            return super().rsh_and_hybrid_coeff(sl, spin) if sl else (0.0, 0.0, 0.0)
         return super().rsh_and_hybrid_coeff(xc_code, spin)
 
     def hybrid_coeff(self, xc_code, spin=0):
         if self._is_cider(xc_code):
-            return 0.0
+            sl = xc_code.semilocal_xc
+            return super().hybrid_coeff(sl, spin) if sl else 0.0
         return super().hybrid_coeff(xc_code, spin)
 
     def rsh_coeff(self, xc_code):
         if self._is_cider(xc_code):
-            return 0.0, 0.0, 0.0
+            sl = xc_code.semilocal_xc
+            return super().rsh_coeff(sl) if sl else (0.0, 0.0, 0.0)
         return super().rsh_coeff(xc_code)
 
     # ---- what is not supported ------------------------------------------
@@ -361,8 +390,8 @@ def block_terms(fn, stock, rhos, weight, coords, gset, coefs, timings=None):
         feats[s] = (a, cx * e_fac * weight * res.vG)
     t1 = logger.perf_counter()
     sl_code = fn.semilocal_xc
-    if sl_code:
-        sl_type = stock._xc_type(sl_code)
+    sl_type = stock._xc_type(sl_code) if sl_code else "HF"
+    if sl_type != "HF":          # "HF": exact exchange only, nothing on the grid
         rho_sl = rhos[0] if nspin == 1 else rhos
         if sl_type == "LDA":
             rho_sl = rho_sl[..., 0, :]
