@@ -20,7 +20,8 @@ as the training data, e.g. the held-out lists of data/training/):
     # held-out G2-1 (REFDIR from: cider-xc train's [evaluate] step, or
     #   cider-xc generate atoms:H-Ar g2_1 --out REFDIR)
     .venv/bin/python benchmarks/g2_validation.py cider-pbe0 refdata/validation \
-        --only-list data/training/validation-g2_1.txt --out benchmarks/results_g2_validation
+        --only-list atoms:H-Ar data/training/validation-g2_1.txt \
+        --out benchmarks/results_g2_validation
     # held-out heavier elements, ECPs, ions, stretched bonds
     .venv/bin/python benchmarks/g2_validation.py cider-pbe0 refdata/validation \
         --only-list data/training/validation-heavy.txt --out benchmarks/results_heldout_heavy
@@ -91,9 +92,9 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
     ap.add_argument("refdir")
-    ap.add_argument("--only-list", default=None,
-                    help="validate only the systems of this list file (atoms are kept "
-                         "for atomization energies)")
+    ap.add_argument("--only-list", nargs="+", default=None,
+                    help="validate only these systems (specs or list files; name the "
+                         "atoms too, for atomization energies)")
     ap.add_argument("--out", required=True, help="results prefix (PREFIX.json, PREFIX.txt)")
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--methods", nargs="+", default=["CIDER", "PBE"])
@@ -119,7 +120,8 @@ def main(argv=None):
     targets = [n for n in data if len(json.loads(data[n][0]["symbols"])) > 1
                or int(data[n][0]["charge"]) != 0]
     lines = [f"{fn.name} ({fn.describe()}) on {args.refdir}"
-             + (f" [{os.path.basename(args.only_list)}]" if args.only_list else ""),
+             + (f" [{' '.join(map(os.path.basename, args.only_list))}]"
+                if args.only_list else ""),
              f"{len(data)} systems, {len(targets)} molecules/ions, {len(mols)} with "
              "atomization energies", ""]
     rows = res["systems"]

@@ -314,7 +314,7 @@ class FxBound:
     lower, upper, fmax : float, 0 < lower < 1 < upper < fmax
     """
 
-    def __init__(self, lower=0.4, upper=1.5, fmax=1.804):
+    def __init__(self, lower=0.4, upper=1.7, fmax=1.804):
         lower, upper, fmax = float(lower), float(upper), float(fmax)
         if not (0.0 < lower < 1.0 < upper < fmax and math.isfinite(fmax)):
             raise ValueError(f"F_x bound needs 0 < lower < 1 < upper < fmax, got "

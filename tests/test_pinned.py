@@ -26,11 +26,12 @@ EV_PER_HARTREE = 27.211386245988      # ase.units.Hartree (CODATA 2018)
 
 H2O = "O 0 0 0; H 0 0.757 0.587; H 0 -0.757 0.587"
 OH = "O 0 0 0; H 0 0 0.971"
+HI = "H 0 0 0; I 0 0 1.609"
 
 
-def _pyscf_energy(atom, spin):
+def _pyscf_energy(atom, spin, ecp=None):
     from pyscf import dft, gto, lib
-    mol = gto.M(atom=atom, basis="def2-svp", spin=spin, verbose=0)
+    mol = gto.M(atom=atom, basis="def2-svp", ecp=ecp, spin=spin, verbose=0)
     with lib.with_omp_threads(1):
         mf = (dft.UKS if spin else dft.RKS)(mol)
         mf.xc = PINNED["model"]
@@ -56,6 +57,7 @@ def _gpaw_energy():
 COMPUTE = {
     "H2O_RKS_def2-svp_grid2_hartree": lambda: _pyscf_energy(H2O, 0),
     "OH_UKS_def2-svp_grid2_hartree": lambda: _pyscf_energy(OH, 1),
+    "HI_RKS_def2-svp_ecp_grid2_hartree": lambda: _pyscf_energy(HI, 0, {"I": "def2-svp"}),
     "Si2_gpaw_pw200_k2_ev": _gpaw_energy,
 }
 
@@ -75,7 +77,6 @@ def test_pinned_model_file():
 @pytest.mark.parametrize("key", list(COMPUTE))
 def test_pinned_energy(key):
     if key.endswith("_ev"):
-        pytest.importorskip("gpaw")
         tol = TOL_HARTREE * EV_PER_HARTREE
     else:
         tol = TOL_HARTREE

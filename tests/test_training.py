@@ -294,7 +294,9 @@ def test_bounded_fit_stays_in_range_and_round_trips(tiny_data, tmp_path):
     fn, report = fit.fit_functional(data, name="tiny-b", bound={"lower": 0.4, "upper": 1.5,
                                                                  "fmax": 1.804}, **kw)
     assert isinstance(fn.bound, FxBound) and report["bound"]["fmax"] == 1.804
-    assert report["gauss_newton_steps"] and report["gauss_newton_steps"][-1] < 1e-3
+    steps = report["gauss_newton_steps"]
+    acc = [st["objective"] for st in steps if st["accepted"]]
+    assert len(acc) >= 2 and acc == sorted(acc, reverse=True)   # damped: never worse
     res = fit.evaluate_exchange(fn, data)
     assert res["mae_ex_cider"] < res["mae_ex_pbe"]
     # evaluate_exchange goes through the bound: same numbers as the plain sum

@@ -70,7 +70,7 @@ class IntegratedGPR:
     def __init__(self, n_control=200, length_scales=(0.5, 0.65, 0.8),
                  amplitudes=(0.03, 0.1, 0.3), random_state=0, chunk=20000,
                  max_kmeans_points=200000, verbose=False, bound=None,
-                 n_gauss_newton=10, gate=None):
+                 n_gauss_newton=20, gate=None):
         self.n_control = n_control
         self.length_scales = length_scales
         self.amplitudes = amplitudes
@@ -153,32 +153,60 @@ class IntegratedGPR:
         self.log_marginal_likelihood_ = lml
         self._solve(Phi, Kcc, L, Lc, y)
         self.gauss_newton_steps_ = []
-        if self.bound is not None:
+        if self.bound is not None and self.n_gauss_newton == 0:
+            # the linear (unbounded) solution, with the bound applied only when
+            # the model is evaluated: residuals of that exact bounded model
             if baselines is None or not set(systems) <= set(baselines):
                 raise ValueError("a bounded fit needs the F_x^PBE baseline of every system")
-            for it in range(self.n_gauss_newton):
-                rows, offs = self._linearised_rows(systems, baselines)
-                Phi = np.array([sum(c * rows[n] for n, c in o.coefs.items()) for o in obs]
-                               + [Phi[-1]])
-                yk = y - np.array([sum(c * offs[n] for n, c in o.coefs.items())
-                                   for o in obs] + [0.0])
-                C = Phi @ scipy.linalg.cho_solve(L, Phi.T) + np.diag(sig ** 2)
-                Lc = scipy.linalg.cho_factor(C, lower=True)
-                beta_old = self.beta_
-                self._solve(Phi, Kcc, L, Lc, yk)
-                # change of f at the control points (weights themselves may
-                # move a lot along directions the kernel cannot see)
-                step = float(np.abs(Kcc @ (self.beta_ - beta_old)).max())
-                self.gauss_newton_steps_.append(step)
-                if self.verbose:
-                    print(f"  Gauss-Newton step {it + 1}: max |df| at the control points "
-                          f"= {step:.3g}")
-                if step < 1e-5:
-                    break
-            # residuals of the exact (not linearised) bounded model
             pred = {n: self.integrate(X, w, baselines[n]) for n, (X, w) in systems.items()}
             self.residuals_ = y - np.array(
                 [sum(c * pred[n] for n, c in o.coefs.items()) for o in obs] + [0.0])
+        elif self.bound is not None:
+            if baselines is None or not set(systems) <= set(baselines):
+                raise ValueError("a bounded fit needs the F_x^PBE baseline of every system")
+            uni = Phi[-1]
+
+            def linearise():
+                """Rows, shifted targets and the exact objective at beta_."""
+                rows, offs = self._linearised_rows(systems, baselines)
+                P = np.array([sum(c * rows[n] for n, c in o.coefs.items()) for o in obs]
+                             + [uni])
+                yk = y - np.array([sum(c * offs[n] for n, c in o.coefs.items())
+                                   for o in obs] + [0.0])
+                r = (yk - P @ self.beta_) / sig
+                return P, yk, float(r @ r + self.beta_ @ Kcc @ self.beta_), r * sig
+
+            # damped Gauss-Newton from f = 0 (where T is linearised around
+            # F_PBE itself; the unbounded solution can sit far out in T's
+            # saturated branches): a step that raises the exact objective
+            # (chi^2 + prior) is halved back towards the last accepted point
+            self.beta_ = np.zeros_like(self.beta_)
+            best = None
+            for it in range(self.n_gauss_newton + 1):
+                P, yk, J, res = linearise()
+                if best is not None and J > best[1]:
+                    self.beta_ = best[0] + 0.5 * (self.beta_ - best[0])
+                    self.gauss_newton_steps_.append({"objective": J, "accepted": False})
+                    if self.verbose:
+                        print(f"  Gauss-Newton step {it}: objective {J:.6g} rejected, halved")
+                    continue
+                best = (self.beta_, J, res)
+                self.gauss_newton_steps_.append({"objective": J, "accepted": True})
+                if self.verbose:
+                    print(f"  Gauss-Newton step {it}: objective {J:.6g}")
+                if it == self.n_gauss_newton:
+                    break
+                C = P @ scipy.linalg.cho_solve(L, P.T) + np.diag(sig ** 2)
+                Lc = scipy.linalg.cho_factor(C, lower=True)
+                beta_old = self.beta_
+                self._solve(P, Kcc, L, Lc, yk)
+                if float(np.abs(Kcc @ (self.beta_ - beta_old)).max()) < 1e-6:
+                    P, yk, J, res = linearise()
+                    if J <= best[1]:
+                        best = (self.beta_, J, res)
+                    break
+            # the best accepted point, with the residuals of the exact model
+            self.beta_, _, self.residuals_ = best
         self.observations_ = obs
         return self
 
