@@ -29,6 +29,28 @@ def available():
     return sorted(f[:-4] for f in os.listdir(d) if f.endswith(".npz"))
 
 
+def load_model(name=None, *, exchange_only=False, cider_x=None, semilocal_xc=None):
+    """Read a CIDER functional from a model file, touching no other package.
+
+    The same as :func:`load` without installing the PySCF hook: what the
+    GPAW plugin uses (``CiderXC``), so that a GPAW-only run neither imports
+    PySCF nor changes its classes.  Parameters as for :func:`load`.
+    """
+    if name is None:
+        name = DEFAULT_FUNCTIONAL
+    name = os.fspath(name)
+    if os.path.sep in name or name.endswith(".npz") or os.path.exists(name):
+        path = name
+    else:
+        path = os.path.join(functionals_dir(), name + ".npz")
+        if not os.path.exists(path):
+            raise ValueError(f"unknown functional {name!r}; shipped: {available()} "
+                             "(or give the path of a model file)")
+    fn = read_functional(path)
+    return fn.with_composition(exchange_only=exchange_only, cider_x=cider_x,
+                               semilocal_xc=semilocal_xc)
+
+
 def load(name=None, *, exchange_only=False, cider_x=None, semilocal_xc=None):
     """Load a CIDER functional, ready for ``mf.xc = ...`` in PySCF.
 
@@ -42,20 +64,12 @@ def load(name=None, *, exchange_only=False, cider_x=None, semilocal_xc=None):
     cider_x, semilocal_xc : optional
         Override the composition stored in the model file: the fraction of
         CIDER exchange and the remaining semilocal part (libxc string).
+
+    Installs the PySCF hook (cider_xc.pyscf.hook) when PySCF is available;
+    :func:`load_model` reads the same functional without it.
     """
-    if name is None:
-        name = DEFAULT_FUNCTIONAL
-    name = os.fspath(name)
-    if os.path.sep in name or name.endswith(".npz") or os.path.exists(name):
-        path = name
-    else:
-        path = os.path.join(functionals_dir(), name + ".npz")
-        if not os.path.exists(path):
-            raise ValueError(f"unknown functional {name!r}; shipped: {available()} "
-                             "(or give the path of a model file)")
-    fn = read_functional(path)
-    fn = fn.with_composition(exchange_only=exchange_only, cider_x=cider_x,
-                             semilocal_xc=semilocal_xc)
+    fn = load_model(name, exchange_only=exchange_only, cider_x=cider_x,
+                    semilocal_xc=semilocal_xc)
     try:
         from .pyscf import hook
     except ImportError:  # PySCF not installed: the functional is still usable
@@ -65,5 +79,5 @@ def load(name=None, *, exchange_only=False, cider_x=None, semilocal_xc=None):
     return fn
 
 
-__all__ = ["load", "available", "CiderFunctional", "PolynomialFx", "ModelFileError",
+__all__ = ["load", "load_model", "available", "CiderFunctional", "PolynomialFx", "ModelFileError",
            "read_functional", "save_functional", "DEFAULT_FUNCTIONAL"]

@@ -35,6 +35,13 @@ from ..descriptors.periodic import PeriodicGaussianConvolver
 from ..descriptors.semilocal import CTAU
 from .radial import channel_inputs, paw_correction
 
+# The XC entry of a .gpw file is {"name": GPW_NAME, ...}.  GPAW has no
+# registry for XC objects from other packages: its own reader
+# (GPAW('file.gpw')) hands the name to libxc and fails with
+# "Unknown functional: <name>", so the name itself says how to read the file.
+GPW_NAME = "CIDER (read this .gpw file with cider_xc.gpaw.restart)"
+GPW_NAMES = (GPW_NAME, "CIDER")          # "CIDER": files of earlier releases
+
 _TERM = re.compile(r"^\s*(?:([0-9.eE+-]+)\s*\*\s*)?([A-Za-z0-9_]+)\s*$")
 
 
@@ -226,8 +233,8 @@ class CiderXC(MGGA):
     Parameters
     ----------
     functional : CiderFunctional or str, optional
-        The functional (``cider_xc.load(name)``) or a name/path for
-        :func:`cider_xc.load`; None is the shipped default.
+        The functional (``cider_xc.load_model(name)``) or a name/path for
+        :func:`cider_xc.load_model`; None is the shipped default.
     exponent_ratio : float
         Spacing of the exponent lattice of the FFT features (smaller is more
         accurate and slower; 1.3 gives ~1e-4 in the transformed features).
@@ -270,9 +277,9 @@ class CiderXC(MGGA):
         self.source = None
         if functional is None or isinstance(functional, str) or hasattr(functional, "__fspath__"):
             self.source = None if functional is None else os.fspath(functional)
-            functional = cider_xc.load(functional)
+            functional = cider_xc.load_model(functional)
         if not isinstance(functional, cider_xc.CiderFunctional):
-            raise TypeError(f"CiderXC needs a CiderFunctional (cider_xc.load(...)), "
+            raise TypeError(f"CiderXC needs a CiderFunctional (cider_xc.load_model(...)), "
                             f"got {type(functional).__name__}")
         if paw_features not in ("local", "nonlocal"):
             raise ValueError(f"paw_features must be 'local' or 'nonlocal', not {paw_features!r}")
@@ -301,7 +308,7 @@ class CiderXC(MGGA):
     # --- GPAW's XC object contract -------------------------------------
     def todict(self):
         fn = self.functional
-        return {"name": "CIDER", "type": "CIDER", "functional": fn.name,
+        return {"name": GPW_NAME, "type": "CIDER", "functional": fn.name,
                 "source": self.source or fn.name,
                 "checksum": fn.header.get("checksum", ""),
                 "cider_x": fn.cider_x, "semilocal_xc": fn.semilocal_xc or "",
@@ -316,23 +323,23 @@ class CiderXC(MGGA):
         .gpw file).  Plain data only: the model is loaded by name/path from
         the model files and must have the recorded checksum."""
         import cider_xc
-        if not isinstance(d, dict) or d.get("name") != "CIDER":
+        if not isinstance(d, dict) or d.get("name") not in GPW_NAMES:
             raise ValueError(f"not a CiderXC description: {d!r}")
         if functional is None:
             source = d.get("source") or d.get("functional")
             try:
-                functional = cider_xc.load(source)
+                functional = cider_xc.load_model(source)
             except (ValueError, OSError) as err:
                 raise ValueError(
                     f"the CIDER functional {source!r} recorded in the file cannot be loaded "
-                    f"({err}); pass it explicitly: functional=cider_xc.load(path)") from err
+                    f"({err}); pass it explicitly: functional=cider_xc.load_model(path)") from err
         want = d.get("checksum")
         have = functional.header.get("checksum")
         if want and have and want != have:
             raise ValueError(
                 f"the CIDER model {functional.name!r} available now differs from the one "
                 f"used for the file (checksum {have} != {want}); pass the original model "
-                "file with functional=cider_xc.load(path)")
+                "file with functional=cider_xc.load_model(path)")
         functional = functional.with_composition(
             cider_x=float(d.get("cider_x", functional.cider_x)),
             semilocal_xc=d.get("semilocal_xc", functional.semilocal_xc) or "")
@@ -507,6 +514,10 @@ class CiderXC(MGGA):
         density matrices, hence the on-site densities, are held fixed, as
         in GPAW's stress.
         """
+        mode = getattr(getattr(self, "wfs", None), "mode", None)
+        if mode != "pw":
+            raise NotImplementedError(
+                f"CiderXC: the stress tensor needs plane-wave (PW) mode, not {mode!r}")
         gd = self.gd
         ctx = _GridContext(gd, self._convolver(gd))
         paw = None
