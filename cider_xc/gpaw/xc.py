@@ -459,9 +459,11 @@ class CiderXC(MGGA):
         D_asp = self._density.D_asp
         setups = self.wfs.setups
         natoms = len(setups)
-        if all(a in D_asp for a in range(natoms)):
-            return {a: np.asarray(D_asp[a]) for a in range(natoms)}
         comm = D_asp.partition.comm
+        # decided alike on every rank (a rank-local test would leave the
+        # ranks holding every atom out of the broadcasts below: deadlock)
+        if comm.size == 1:
+            return {a: np.asarray(D_asp[a]) for a in range(natoms)}
         out = {}
         for a in range(natoms):
             owner = D_asp.partition.rank_a[a]
