@@ -23,11 +23,14 @@ def system(name):
         si.set_cell(si.cell @ np.array([[1.02, 0, 0.03], [0, 0.99, -0.02],
                                         [0.2, -0.01, 1.03]]), scale_atoms=True)
         si.positions[1] += [0.05, -0.03, 0.02]
-        return si, dict(kpts=(2, 2, 2), mode=PW(180))
+        return si, dict(kpts=(2, 2, 2), mode=PW(180), occupations=FermiDirac(0.05),
+                        convergence={"energy": 1e-9, "density": 1e-8, "eigenstates": 1e-12})
     if name == "fe":
         fe = bulk("Fe", "bcc", 2.87)
         fe.set_initial_magnetic_moments([2.3])
-        return fe, dict(kpts=(2, 2, 2), mode=PW(200), spinpol=True)
+        return fe, dict(kpts=(2, 2, 2), mode=PW(150), spinpol=True,
+                        occupations=FermiDirac(0.1),
+                        convergence={"energy": 1e-8, "density": 1e-6, "eigenstates": 1e-10})
     raise ValueError(name)
 
 
@@ -39,10 +42,7 @@ def main():
         xc = CiderXC(cider_xc.load_model("test-nl"), paw_features=paw_features)
     else:
         xc = paw_features                    # a GPAW functional, for comparison
-    atoms.calc = GPAW(xc=xc, legacy_gpaw=True,
-                      occupations=FermiDirac(0.05), txt=None, parallel=parallel,
-                      convergence={"energy": 1e-9, "density": 1e-8, "eigenstates": 1e-12},
-                      **kw)
+    atoms.calc = GPAW(xc=xc, legacy_gpaw=True, txt=None, parallel=parallel, **kw)
     e = atoms.get_potential_energy()
     f = atoms.get_forces()
     s = atoms.get_stress(voigt=False)
