@@ -29,19 +29,12 @@ def available():
     return sorted(f[:-4] for f in os.listdir(d) if f.endswith(".npz"))
 
 
-def load(name=None, *, exchange_only=False, cider_x=None, semilocal_xc=None):
-    """Load a CIDER functional, ready for ``mf.xc = ...`` in PySCF.
+def load_model(name=None, *, exchange_only=False, cider_x=None, semilocal_xc=None):
+    """Read a CIDER functional from a model file, touching no other package.
 
-    Parameters
-    ----------
-    name : str or path, optional
-        A shipped name (see :func:`available`; any case) or the path of a
-        model file; None gives the shipped default.
-    exchange_only : bool
-        E_xc = E_x^CIDER alone (no correlation, no mixing).
-    cider_x, semilocal_xc : optional
-        Override the composition stored in the model file: the fraction of
-        CIDER exchange and the remaining semilocal part (libxc string).
+    The same as :func:`load` without installing the PySCF hook: what the
+    GPAW plugin uses (``CiderXC``), so that a GPAW-only run neither imports
+    PySCF nor changes its classes.  Parameters as for :func:`load`.
     """
     if name is None:
         name = DEFAULT_FUNCTIONAL
@@ -56,8 +49,29 @@ def load(name=None, *, exchange_only=False, cider_x=None, semilocal_xc=None):
                              "(or give the path of a model file)")
     fn = read_functional(path)
     fn.source = name if path != name else os.path.abspath(path)
-    fn = fn.with_composition(exchange_only=exchange_only, cider_x=cider_x,
-                             semilocal_xc=semilocal_xc)
+    return fn.with_composition(exchange_only=exchange_only, cider_x=cider_x,
+                               semilocal_xc=semilocal_xc)
+
+
+def load(name=None, *, exchange_only=False, cider_x=None, semilocal_xc=None):
+    """Load a CIDER functional, ready for ``mf.xc = ...`` in PySCF.
+
+    Parameters
+    ----------
+    name : str or path, optional
+        A shipped name (see :func:`available`; any case) or the path of a
+        model file; None gives the shipped default.
+    exchange_only : bool
+        E_xc = E_x^CIDER alone (no correlation, no mixing).
+    cider_x, semilocal_xc : optional
+        Override the composition stored in the model file: the fraction of
+        CIDER exchange and the remaining semilocal part (libxc string).
+
+    Installs the PySCF hook (cider_xc.pyscf.hook) when PySCF is available;
+    :func:`load_model` reads the same functional without it.
+    """
+    fn = load_model(name, exchange_only=exchange_only, cider_x=cider_x,
+                    semilocal_xc=semilocal_xc)
     try:
         from .pyscf import hook
     except ImportError:  # PySCF not installed: the functional is still usable
@@ -110,5 +124,5 @@ def _arrange_pyscf_hook():
 
 _arrange_pyscf_hook()
 
-__all__ = ["load", "available", "CiderFunctional", "PolynomialFx", "ModelFileError",
+__all__ = ["load", "load_model", "available", "CiderFunctional", "PolynomialFx", "ModelFileError",
            "read_functional", "save_functional", "DEFAULT_FUNCTIONAL"]

@@ -527,8 +527,10 @@ class CiderFunctional:
         else:
             cx = self.cider_x if cider_x is None else cider_x
             sl = self.semilocal_xc if semilocal_xc is None else semilocal_xc
-        if sl is not None:
-            check_semilocal_xc(sl)
+        if semilocal_xc is not None:
+            # an override is checked here; a model file's own string was
+            # checked when it was made (and GPAW-only use must not import PySCF)
+            check_semilocal_xc(semilocal_xc)
         return CiderFunctional(self.settings, self.fx, cx, sl, self.name, self.header,
                                self.gp, self.bound, self.gate, self.source)
 

@@ -2,7 +2,8 @@
 
 GPAW stores the XC object of a calculation as the plain dictionary of
 ``CiderXC.todict()`` (ASE's ulm format: JSON and arrays, no pickle).  GPAW's
-own reader does not know the name "CIDER"; :func:`restart` reads such a file
+own reader does not know CIDER (it fails with "Unknown functional: CIDER
+(read this .gpw file with cider_xc.gpaw.restart)"); :func:`restart` reads such a file
 with a calculator that rebuilds CiderXC from that dictionary and the shipped
 model files.  Nothing in the file is executed.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from gpaw.old.calculator import GPAW as _LegacyGPAW
 
-from .xc import CiderXC
+from .xc import GPW_NAMES, CiderXC
 
 
 class CiderGPAW(_LegacyGPAW):
@@ -23,7 +24,7 @@ class CiderGPAW(_LegacyGPAW):
 
     def initialize(self, atoms=None, reading=False):
         xc = self.parameters.get("xc")
-        if isinstance(xc, dict) and xc.get("name") == "CIDER":
+        if isinstance(xc, dict) and xc.get("name") in GPW_NAMES:
             self.parameters["xc"] = CiderXC.from_dict(xc, functional=self._cider_functional)
         return super().initialize(atoms, reading)
 

@@ -51,6 +51,7 @@ from gpaw.sphere.spherical_harmonics import Y as solid_harmonic
 from ..descriptors.periodic import PointSet, half_complex_weights, reciprocal_vectors
 from ..descriptors.radial import RadialGaussianConvolver
 from .radial import RadialVariables, channel_inputs, evaluate_kernel
+from .sources import RadialFeatures
 from .shells import lattice_coords, sampling_shells, shells_adjoint, shells_forward
 
 LCOMP = 2                       # compensation multipoles l <= LCOMP
@@ -166,6 +167,33 @@ class _Atom:
         return C
 
 
+class PAWCaches:
+    """Tables of the PAW-consistent features that outlive one grid call
+    (held by the XC object): sampling shells per setup, one-centre
+    convolvers per setup and width, compensation spectra of one grid."""
+
+    def __init__(self):
+        self.shells = {}
+        self.onecentre = {}
+        self.compensation = None
+
+
+class PAWSettings:
+    """What PAWFeatures takes from the XC object that runs it: the
+    functional's feature chain, the settings of the PAW-consistent
+    features (CiderXC's parameters of the same names), its caches, and
+    ``mgga``, the GPAW MGGA object whose initialize_kinetic builds a
+    setup's kinetic-energy tables (cider_xc.gpaw.radial.kinetic_tables)."""
+
+    def __init__(self, chain, exponent_ratio, point_spacing, onsite_reuse, caches, mgga):
+        self.chain = chain
+        self.mgga = mgga
+        self.exponent_ratio = float(exponent_ratio)
+        self.point_spacing = float(point_spacing)
+        self.onsite_reuse = bool(onsite_reuse)
+        self.caches = caches
+
+
 class PAWFeatures:
     """One grid call's on-site bookkeeping (see the module docstring).
 
@@ -177,8 +205,8 @@ class PAWFeatures:
     the adjoint, ``compensation_derivative(s, v_feat)`` and ``finish()``.
     """
 
-    def __init__(self, xc, gd, nspins, nf):
-        self.xc = xc
+    def __init__(self, settings, convolver, gd, nspins, nf):
+        self.settings = settings
         self.nspins = nspins
         self.f = 2.0 if nspins == 2 else 1.0       # channel density = f n_s
         self.nf = nf
@@ -188,7 +216,7 @@ class PAWFeatures:
         h = np.linalg.norm(gd.cell_cv, axis=1) / gd.N_c
         self.h = float(h.max())
         self.g_nyquist = math.pi / h.max()
-        self.conv = xc._convolver(gd)
+        self.conv = convolver
 
     # --- setup ------------------------------------------------------------
     def add_atoms(self, setups, D_asp, spos_ac):
@@ -207,7 +235,7 @@ class PAWFeatures:
                 raise ValueError(f"atom {a} ({setup.symbol}): core-hole setups are not "
                                  "supported with paw_features='nonlocal'")
             # n, sigma, tau on every radial point of both partial densities
-            at.rv = {ae: RadialVariables(self.xc, at.xcc, at.D_sp, ae) for ae in (True, False)}
+            at.rv = {ae: RadialVariables(self.settings.mgga, at.xcc, at.D_sp, ae) for ae in (True, False)}
             self.atoms.append(at)
         self._find_images()
         # entry layout: per atom, Lebedev direction n, radial index g < g_in
@@ -221,7 +249,7 @@ class PAWFeatures:
         self._groups_cache = None
         # exponents of the entries: the kernel's own exponents of the radial
         # points (channel_inputs + FeatureChain.exponents, as in CiderKernel)
-        chain = self.xc.functional.chain
+        chain = self.settings.chain
         for i, at in enumerate(self.atoms):
             for ae, rv in at.rv.items():
                 for s in range(self.nspins):
@@ -236,8 +264,8 @@ class PAWFeatures:
         (cider_xc.gpaw.shells) on all Lebedev directions, with the lattice
         values k that the entries of the shells they serve need."""
         conv = self.conv
-        step = self.xc.point_spacing * self.h
-        cache = self.xc._shell_cache
+        step = self.settings.point_spacing * self.h
+        cache = self.settings.caches.shells
         nn = len(R_nv)
         windows = []
         for i, at in enumerate(self.atoms):
@@ -292,14 +320,14 @@ class PAWFeatures:
         """The one-centre convolver of Delta' (its tables depend only on the
         setup, the compensation width and the exponent lattice: cached on
         the CiderXC object)."""
-        cache = self.xc._onecentre_cache
-        key = (id(at.xcc), round(at.beta, 12), self.xc.exponent_ratio, at.g_in)
+        cache = self.settings.caches.onecentre
+        key = (id(at.xcc), round(at.beta, 12), self.settings.exponent_ratio, at.g_in)
         conv = cache.get(key)
         if conv is None:
             lmax = int(math.isqrt(at.Lmax - 1))
             conv = RadialGaussianConvolver(at.rgd.r_g, at.rgd.r_g ** 2 * at.rgd.dr_g,
                                            at.basis(), lmax, at.g_in,
-                                           ratio=self.xc.exponent_ratio)
+                                           ratio=self.settings.exponent_ratio)
             cache[key] = conv
         return conv
 
@@ -344,12 +372,13 @@ class PAWFeatures:
         p_2(m_2), p_c(m) = exp(-2 pi i m s_c) for G = sum_c m_c b_c and
         fractional position s."""
         key = (tuple(self.N_c), self.cell_cv.tobytes())
-        cache = self.xc._comp_cache
+        caches = self.settings.caches
+        cache = caches.compensation
         if cache is not None and cache[0] == key:
             Gv, shapes = cache[1], cache[2]
         else:
             Gv, shapes = reciprocal_vectors(self.cell_cv, self.N_c), {}
-            self.xc._comp_cache = (key, Gv, shapes)
+            caches.compensation = (key, Gv, shapes)
         self.Gv = Gv
         vol = abs(np.linalg.det(self.cell_cv))
         Ntot = float(np.prod(self.N_c))
@@ -521,7 +550,7 @@ class PAWFeatures:
         the radial points and, if they agree, reuses atom j's kernel output
         on the permuted directions instead of evaluating the kernel again."""
         reps = []
-        perms = lebedev_permutations() if self.xc.onsite_reuse else None
+        perms = lebedev_permutations() if self.settings.onsite_reuse else None
         for i, at in enumerate(self.atoms):
             at.image = None
             if perms is None:
@@ -570,31 +599,27 @@ class PAWFeatures:
         kept = {}
         needed = {at.image[0] for at in self.atoms if at.image is not None}
         self.n_evaluated = 0
-        try:
-            for i, at in enumerate(self.atoms):
-                E = -at.xcc.e_xc0
-                dEdD_sp = np.zeros_like(at.D_sp)
-                reuse = at.image is not None and at.image[0] in kept and self._image_valid(i)
-                if not reuse:
-                    self.n_evaluated += 1
-                for ae, rv in at.rv.items():
-                    if reuse:
-                        j, P = at.image
-                        res = tuple(x[..., P, :] for x in kept[j][ae])
-                        for s in range(self.nspins):
-                            self.entries(self.W_spe, s, i, ae)[:] = \
-                                self.entries(self.W_spe, s, j, ae)[:, P]
-                    else:
-                        kernel.radial = (self, i, ae)
-                        res = evaluate_kernel(kernel, rv)
-                        if i in needed:
-                            kept.setdefault(i, {})[ae] = res
-                    e, dE = rv.energy_and_derivative(*res)
-                    E += e
-                    dEdD_sp += dE
-                out[at.a] = [at.D_sp, E, dEdD_sp]
-        finally:
-            kernel.radial = None
+        for i, at in enumerate(self.atoms):
+            E = -at.xcc.e_xc0
+            dEdD_sp = np.zeros_like(at.D_sp)
+            reuse = at.image is not None and at.image[0] in kept and self._image_valid(i)
+            if not reuse:
+                self.n_evaluated += 1
+            for ae, rv in at.rv.items():
+                if reuse:
+                    j, P = at.image
+                    res = tuple(x[..., P, :] for x in kept[j][ae])
+                    for s in range(self.nspins):
+                        self.entries(self.W_spe, s, i, ae)[:] = \
+                            self.entries(self.W_spe, s, j, ae)[:, P]
+                else:
+                    res = evaluate_kernel(kernel, rv, RadialFeatures(self, i, ae))
+                    if i in needed:
+                        kept.setdefault(i, {})[ae] = res
+                e, dE = rv.energy_and_derivative(*res)
+                E += e
+                dEdD_sp += dE
+            out[at.a] = [at.D_sp, E, dEdD_sp]
         return out
 
     def features(self, i, ae, s, a_ig, nch):

@@ -156,9 +156,11 @@ class RadialVariables:
         return self.sign * E, self.sign * dEdD_sp
 
 
-def evaluate_kernel(kernel, rv):
+def evaluate_kernel(kernel, rv, source=None):
     """The kernel (GPAW's calculate() contract) on all directions of rv:
-    returns e_ng, dedn_sng, dedsigma_xng, dedtau_sng."""
+    returns e_ng, dedn_sng, dedsigma_xng, dedtau_sng.  With a feature
+    ``source`` (cider_xc.gpaw.sources) the kernel's evaluate(source, ...)
+    is called instead."""
     # flat (spin, point) arrays: GPAW's libxc wrapper counts the points of
     # meta-GGAs along the second axis only
     N = rv.shape[0] * rv.shape[1]
@@ -166,9 +168,12 @@ def evaluate_kernel(kernel, rv):
     dedn = np.zeros((rv.nspins, N))
     dedsigma = np.zeros((len(rv.sigma_xng), N))
     dedtau = np.zeros((rv.nspins, N))
-    kernel.calculate(e, rv.n_sng.reshape(rv.nspins, N), dedn,
-                     rv.sigma_xng.reshape(-1, N).copy(), dedsigma,
-                     rv.tau_sng.reshape(rv.nspins, N), dedtau)
+    args = (e, rv.n_sng.reshape(rv.nspins, N), dedn, rv.sigma_xng.reshape(-1, N).copy(),
+            dedsigma, rv.tau_sng.reshape(rv.nspins, N), dedtau)
+    if source is None:
+        kernel.calculate(*args)
+    else:
+        kernel.evaluate(source, *args)
     shape = rv.shape
     return (e.reshape(shape), dedn.reshape((-1,) + shape),
             dedsigma.reshape((-1,) + shape), dedtau.reshape((-1,) + shape))

@@ -23,6 +23,7 @@ only).  See the README for the size of both approximations.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import warnings
@@ -34,6 +35,14 @@ from gpaw.xc.mgga import MGGA
 from ..descriptors.periodic import PeriodicGaussianConvolver
 from ..descriptors.semilocal import CTAU
 from .radial import channel_inputs, paw_correction
+from .sources import LOCAL_FEATURES, GridFeatures
+
+# The XC entry of a .gpw file is {"name": GPW_NAME, ...}.  GPAW has no
+# registry for XC objects from other packages: its own reader
+# (GPAW('file.gpw')) hands the name to libxc and fails with
+# "Unknown functional: <name>", so the name itself says how to read the file.
+GPW_NAME = "CIDER (read this .gpw file with cider_xc.gpaw.restart)"
+GPW_NAMES = (GPW_NAME, "CIDER")          # "CIDER": files of earlier releases
 
 _TERM = re.compile(r"^\s*(?:([0-9.eE+-]+)\s*\*\s*)?([A-Za-z0-9_]+)\s*$")
 
@@ -60,28 +69,6 @@ def parse_semilocal(xc_string):
     return terms
 
 
-class _GridContext:
-    """The fine grid of one call: full-grid views and the convolver."""
-
-    def __init__(self, gd, convolver):
-        self.gd = gd
-        self.conv = convolver
-        self.pending = []          # (spin, vG weight, state, n_feat, efac) for the adjoint
-        self.paw = None            # PAWFeatures (paw_features='nonlocal')
-
-    def full(self, x_g):
-        glob = self.gd.collect(x_g, broadcast=True)
-        return self.gd.zero_pad(glob)
-
-    def full_stack(self, x_ig, shape):
-        """Full grids (nf,) + N_c of per-feature local arrays x_ig (nf, npoints)."""
-        return np.stack([self.full(x.reshape(shape)) for x in x_ig])
-
-    def local(self, X):
-        b, e = self.gd.beg_c, self.gd.end_c
-        return X[..., b[0]:e[0], b[1]:e[1], b[2]:e[2]]
-
-
 def initial_tau(n, sigma):
     """Stand-in kinetic-energy density tau_W + tau_0 (alpha = 1, the
     uniform-gas value) of a closed-shell density, for the Hamiltonian GPAW
@@ -93,9 +80,12 @@ def initial_tau(n, sigma):
 class CiderKernel:
     """GPAW XC kernel (type MGGA) of a :class:`~cider_xc.CiderFunctional`.
 
-    calculate() follows GPAW's kernel contract: e_g is written, dedn_sg is
-    added to, dedsigma_xg and dedtau_sg are written.  Without a grid context
-    (PAW radial grids) the nonlocal features take their local approximation.
+    :meth:`evaluate` takes the feature source explicitly (LocalFeatures,
+    RadialFeatures or GridFeatures); :meth:`calculate` follows GPAW's kernel
+    contract (e_g is written, dedn_sg is added to, dedsigma_xg and dedtau_sg
+    are written) with the source of the enclosing :meth:`using` block, the
+    local approximation outside one.  GPAW's MGGA.calculate_impl calls
+    calculate(), so a grid call runs inside ``with kernel.using(source)``.
     """
 
     type = "MGGA"
@@ -110,24 +100,50 @@ class CiderKernel:
         # onsite='pbe': PBE exchange in place of the CIDER fraction on the radial grids
         self._onsite_pbe = ([(functional.cider_x, LibXC("GGA_X_PBE"))]
                             if onsite == "pbe" and functional.cider_x != 0.0 else [])
-        self.grid = None
-        self.radial = None      # (PAWFeatures, atom index, all-electron?) on site
-        # True while GPAW has no orbitals yet (first Hamiltonian): the grid
-        # tau is then replaced by initial_tau(n, sigma) (CiderXC.process_mgga)
-        self.tau_guess = False
+        self._source = None
         self.grid_time = 0.0    # seconds spent in calculate() on the 3-D grid
+
+    @contextlib.contextmanager
+    def using(self, source):
+        """Feature source of the GPAW-contract calls inside the block."""
+        previous = self._source
+        self._source = source
+        try:
+            yield source
+        finally:
+            self._source = previous
+
+    @property
+    def grid(self):
+        """The GridFeatures of the grid call under way, or None."""
+        src = self._source
+        return src if src is not None and src.grid else None
+
+    @property
+    def tau_guess(self):
+        """True inside a grid call made before GPAW has any orbitals."""
+        grid = self.grid
+        return bool(grid is not None and grid.tau_guess)
 
     def calculate(self, e_g, n_sg, dedn_sg, sigma_xg=None, dedsigma_xg=None,
                   tau_sg=None, dedtau_sg=None):
-        if self.grid is None:
-            return self._calculate(e_g, n_sg, dedn_sg, sigma_xg, dedsigma_xg, tau_sg, dedtau_sg)
+        source = self._source if self._source is not None else LOCAL_FEATURES
+        return self.evaluate(source, e_g, n_sg, dedn_sg, sigma_xg, dedsigma_xg,
+                             tau_sg, dedtau_sg)
+
+    def evaluate(self, source, e_g, n_sg, dedn_sg, sigma_xg, dedsigma_xg, tau_sg, dedtau_sg):
+        """The kernel with the features of ``source`` (same contract as calculate)."""
+        if not source.grid:
+            return self._calculate(source, e_g, n_sg, dedn_sg, sigma_xg, dedsigma_xg,
+                                   tau_sg, dedtau_sg)
         t0 = time.perf_counter()
         try:
-            return self._calculate(e_g, n_sg, dedn_sg, sigma_xg, dedsigma_xg, tau_sg, dedtau_sg)
+            return self._calculate(source, e_g, n_sg, dedn_sg, sigma_xg, dedsigma_xg,
+                                   tau_sg, dedtau_sg)
         finally:
             self.grid_time += time.perf_counter() - t0
 
-    def _calculate(self, e_g, n_sg, dedn_sg, sigma_xg, dedsigma_xg, tau_sg, dedtau_sg):
+    def _calculate(self, source, e_g, n_sg, dedn_sg, sigma_xg, dedsigma_xg, tau_sg, dedtau_sg):
         fn = self.functional
         nspins = len(n_sg)
         if sigma_xg is None or tau_sg is None:
@@ -140,8 +156,7 @@ class CiderKernel:
         dedtau_sg[:] = 0.0
         cx = fn.cider_x
         parts = self.parts
-        radial = self.radial if self.grid is None else None
-        if self.grid is None and self.onsite == "pbe":
+        if not source.grid and self.onsite == "pbe":
             parts = parts + self._onsite_pbe    # PBE exchange instead of CIDER on site
             cx = 0.0
         for s in range(nspins if cx != 0.0 else 0):
@@ -149,42 +164,14 @@ class CiderKernel:
             # channel_inputs clips a negative tau (interpolation noise of
             # GPAW's pseudo tau) to 0, where E no longer depends on tau
             tau_clipped = (tau_sg[s] if nspins == 2 else tau_sg[0]).reshape(-1) < 0.0
-            if self.tau_guess and self.grid is not None:
+            if source.grid and source.tau_guess:
                 tau = initial_tau(n, sig)
                 tau_clipped[:] = False
             a_i, a_derivs = fn.chain.exponents(n, sig, tau)
             efac = 0.5 if nspins == 2 else 1.0       # e_g = efac * cx * exc(channel)
-            if self.grid is not None:
-                ctx = self.grid
-                a_full = ctx.full_stack(a_i, shape)
-                # padding planes of non-periodic FD grids hold no density; any
-                # positive exponent will do there (they are dropped again)
-                a_full[a_full <= 0.0] = 1.0
-                n_full = ctx.full(n.reshape(shape))
-                if ctx.paw is not None:
-                    n_full = n_full + ctx.paw.compensation(s)
-                    G, dG, state, Gp, dGp = ctx.conv.forward(n_full, a_full,
-                                                             points=ctx.paw.points(s))
-                    ctx.paw.set_features(s, Gp, dGp)
-                else:
-                    G, dG, state = ctx.conv.forward(n_full, a_full)
-                G = ctx.local(G).reshape(len(a_i), -1)
-                dG = ctx.local(dG).reshape(len(a_i), -1)
-                res = fn.exchange(n, sig, tau, G, dG, a_derivs)
-                # energy of this channel = efac * int vG dG[n_full]
-                ctx.pending.append((s, cx * res.vG, state, n_full, efac))
-                vdirect = 0.0
-            elif radial is not None:
-                paw, i, ae = radial
-                G, dG, direct = paw.features(i, ae, s, a_i, n)
-                res = fn.exchange(n, sig, tau, G, dG, a_derivs)
-                vdirect = (res.vG * direct).sum(axis=0)
-                paw.store(i, ae, s, efac * cx * res.vG)
-            else:
-                pref = (np.pi / a_i) ** 1.5
-                G = n[None, :] * pref
-                res = fn.exchange(n, sig, tau, G, -1.5 * G / a_i, a_derivs)
-                vdirect = (res.vG * pref).sum(axis=0)
+            G, dG, direct = source.features(s, n, a_i, shape)
+            res = fn.exchange(n, sig, tau, G, dG, a_derivs)
+            vdirect = source.respond(s, res.vG, direct, cx, efac)
             vrho = (res.vrho + vdirect).reshape(shape)
             vtau = res.vtau
             if tau_clipped.any():
@@ -226,8 +213,8 @@ class CiderXC(MGGA):
     Parameters
     ----------
     functional : CiderFunctional or str, optional
-        The functional (``cider_xc.load(name)``) or a name/path for
-        :func:`cider_xc.load`; None is the shipped default.
+        The functional (``cider_xc.load_model(name)``) or a name/path for
+        :func:`cider_xc.load_model`; None is the shipped default.
     exponent_ratio : float
         Spacing of the exponent lattice of the FFT features (smaller is more
         accurate and slower; 1.3 gives ~1e-4 in the transformed features).
@@ -270,9 +257,9 @@ class CiderXC(MGGA):
         self.source = None
         if functional is None or isinstance(functional, str) or hasattr(functional, "__fspath__"):
             self.source = None if functional is None else os.fspath(functional)
-            functional = cider_xc.load(functional)
+            functional = cider_xc.load_model(functional)
         if not isinstance(functional, cider_xc.CiderFunctional):
-            raise TypeError(f"CiderXC needs a CiderFunctional (cider_xc.load(...)), "
+            raise TypeError(f"CiderXC needs a CiderFunctional (cider_xc.load_model(...)), "
                             f"got {type(functional).__name__}")
         if paw_features not in ("local", "nonlocal"):
             raise ValueError(f"paw_features must be 'local' or 'nonlocal', not {paw_features!r}")
@@ -283,10 +270,8 @@ class CiderXC(MGGA):
         if not (point_spacing >= 0.0 and np.isfinite(point_spacing)):
             raise ValueError(f"point_spacing must be >= 0, not {point_spacing!r}")
         self.point_spacing = float(point_spacing)
-        self._shell_cache = {}
         self._paw_cache = {}
-        self._comp_cache = None          # compensation spectra (PAWFeatures)
-        self._onecentre_cache = {}       # one-centre convolvers per setup (PAWFeatures)
+        self._paw_tables = None          # PAWCaches: tables of PAWFeatures kept between calls
         self.last_paw = None
         self._keep_for_forces = None
         self._spos_ac = None
@@ -301,7 +286,7 @@ class CiderXC(MGGA):
     # --- GPAW's XC object contract -------------------------------------
     def todict(self):
         fn = self.functional
-        return {"name": "CIDER", "type": "CIDER", "functional": fn.name,
+        return {"name": GPW_NAME, "type": "CIDER", "functional": fn.name,
                 "source": self.source or fn.name,
                 "checksum": fn.header.get("checksum", ""),
                 "cider_x": fn.cider_x, "semilocal_xc": fn.semilocal_xc or "",
@@ -316,23 +301,23 @@ class CiderXC(MGGA):
         .gpw file).  Plain data only: the model is loaded by name/path from
         the model files and must have the recorded checksum."""
         import cider_xc
-        if not isinstance(d, dict) or d.get("name") != "CIDER":
+        if not isinstance(d, dict) or d.get("name") not in GPW_NAMES:
             raise ValueError(f"not a CiderXC description: {d!r}")
         if functional is None:
             source = d.get("source") or d.get("functional")
             try:
-                functional = cider_xc.load(source)
+                functional = cider_xc.load_model(source)
             except (ValueError, OSError) as err:
                 raise ValueError(
                     f"the CIDER functional {source!r} recorded in the file cannot be loaded "
-                    f"({err}); pass it explicitly: functional=cider_xc.load(path)") from err
+                    f"({err}); pass it explicitly: functional=cider_xc.load_model(path)") from err
         want = d.get("checksum")
         have = functional.header.get("checksum")
         if want and have and want != have:
             raise ValueError(
                 f"the CIDER model {functional.name!r} available now differs from the one "
                 f"used for the file (checksum {have} != {want}); pass the original model "
-                "file with functional=cider_xc.load(path)")
+                "file with functional=cider_xc.load_model(path)")
         functional = functional.with_composition(
             cider_x=float(d.get("cider_x", functional.cider_x)),
             semilocal_xc=d.get("semilocal_xc", functional.semilocal_xc) or "")
@@ -382,19 +367,22 @@ class CiderXC(MGGA):
         kpt = wfs.kpt_u[0]
         return kpt.f_n is None or kpt.psit_nG is None
 
-    def process_mgga(self, e_g, nt_sg, v_sg, sigma_xg, dedsigma_xg):
-        """GPAW's meta-GGA step; before any orbitals exist, GPAW passes
-        tau~ = 0 (plus the pseudo-core part), where the CIDER enhancement
-        factor sits at its one-orbital limit everywhere (Si8: first energy
-        20 eV off).  The CIDER part then uses initial_tau(n, sigma) on the
-        grid instead (alpha = 1), which only changes the starting
-        Hamiltonian (LCAO guess and first eigensolver step), not the SCF
-        solution: Si8 14 -> 13 and Si64 15 -> 13 iterations (README)."""
-        self.kernel.tau_guess = self._orbitals_missing()
-        try:
-            super().process_mgga(e_g, nt_sg, v_sg, sigma_xg, dedsigma_xg)
-        finally:
-            self.kernel.tau_guess = False
+    def _grid_features(self, gd, nspins):
+        """The feature source of one grid call (GridFeatures, with the
+        PAW-consistent on-site bookkeeping when paw_features='nonlocal').
+
+        Before any orbitals exist GPAW passes tau~ = 0 (plus the pseudo-core
+        part), where the CIDER enhancement factor sits at its one-orbital
+        limit everywhere (Si8: first energy 20 eV off).  The CIDER part then
+        uses initial_tau(n, sigma) on the grid instead (alpha = 1), which
+        only changes the starting Hamiltonian (LCAO guess and first
+        eigensolver step), not the SCF solution: Si8 14 -> 13 and Si64
+        15 -> 13 iterations (README)."""
+        paw = None
+        if self.paw_features == "nonlocal" and self.functional.cider_x != 0.0:
+            paw = self._onsite_prepare(gd, nspins)
+        return GridFeatures(gd, self._convolver(gd), paw=paw,
+                            tau_guess=self._orbitals_missing())
 
     def calculate_impl(self, gd, n_sg, v_sg, e_g):
         t0 = time.perf_counter()
@@ -405,19 +393,13 @@ class CiderXC(MGGA):
                 "CiderXC needs the wave functions for the kinetic-energy density, and this "
                 "calculation has none (a .gpw file written without mode='all'?); "
                 "write restart files with calc.write(path, mode='all') to continue an SCF")
-        ctx = _GridContext(gd, self._convolver(gd))
-        paw = None
-        if self.paw_features == "nonlocal" and self.functional.cider_x != 0.0:
-            paw = self._onsite_prepare(gd, len(n_sg))
-        ctx.paw = paw
+        ctx = self._grid_features(gd, len(n_sg))
+        paw = ctx.paw
         self.last_paw = paw                      # for diagnostics and tests
-        self.kernel.grid = ctx
         t1 = time.perf_counter()
         k0 = self.kernel.grid_time
-        try:
+        with self.kernel.using(ctx):             # GPAW's MGGA calls kernel.calculate
             super().calculate_impl(gd, n_sg, v_sg, e_g)
-        finally:
-            self.kernel.grid = None
         # GPAW's own meta-GGA work in this call (gradients, tau from the
         # orbitals, restriction of dE/dtau): what any meta-GGA pays
         self.timings["gpaw_mgga"] += time.perf_counter() - t1 - (self.kernel.grid_time - k0)
@@ -452,9 +434,11 @@ class CiderXC(MGGA):
         D_asp = self._density.D_asp
         setups = self.wfs.setups
         natoms = len(setups)
-        if all(a in D_asp for a in range(natoms)):
-            return {a: np.asarray(D_asp[a]) for a in range(natoms)}
         comm = D_asp.partition.comm
+        # decided alike on every rank (a rank-local test would leave the
+        # ranks holding every atom out of the broadcasts below: deadlock)
+        if comm.size == 1:
+            return {a: np.asarray(D_asp[a]) for a in range(natoms)}
         out = {}
         for a in range(natoms):
             owner = D_asp.partition.rank_a[a]
@@ -468,11 +452,16 @@ class CiderXC(MGGA):
     def _onsite_prepare(self, gd, nspins):
         """PAWFeatures of this call: every atom's radial densities and the
         exponents of its radial points (needed by the FFT call)."""
-        from .paw import PAWFeatures
+        from .paw import PAWCaches, PAWFeatures, PAWSettings
         if self._density is None or self._spos_ac is None:
             raise RuntimeError("CiderXC(paw_features='nonlocal') was not initialized "
                                "with a density and atomic positions")
-        paw = PAWFeatures(self, gd, nspins, self.functional.settings.n_nonlocal)
+        if self._paw_tables is None:
+            self._paw_tables = PAWCaches()
+        settings = PAWSettings(self.functional.chain, self.exponent_ratio, self.point_spacing,
+                               self.onsite_reuse, self._paw_tables, mgga=self)
+        paw = PAWFeatures(settings, self._convolver(gd), gd, nspins,
+                          self.functional.settings.n_nonlocal)
         paw.add_atoms(self.wfs.setups, self._all_D_asp(), self._spos_ac)
         return paw
 
@@ -507,17 +496,15 @@ class CiderXC(MGGA):
         density matrices, hence the on-site densities, are held fixed, as
         in GPAW's stress.
         """
+        mode = getattr(getattr(self, "wfs", None), "mode", None)
+        if mode != "pw":
+            raise NotImplementedError(
+                f"CiderXC: the stress tensor needs plane-wave (PW) mode, not {mode!r}")
         gd = self.gd
-        ctx = _GridContext(gd, self._convolver(gd))
-        paw = None
-        if self.paw_features == "nonlocal" and self.functional.cider_x != 0.0:
-            paw = self._onsite_prepare(gd, len(n_sg))
-        ctx.paw = paw
-        self.kernel.grid = ctx
-        try:
+        ctx = self._grid_features(gd, len(n_sg))
+        paw = ctx.paw
+        with self.kernel.using(ctx):
             stress_vv = super().stress_tensor_contribution(n_sg, skip_sum=True)
-        finally:
-            self.kernel.grid = None
         if paw is not None:
             paw.evaluate(self.kernel)
             coarse = sorted({at.setup.symbol for at in paw.atoms if at.grid_sets_width})
