@@ -221,14 +221,17 @@ class CiderNumInt(numint.NumInt):
         if not self._is_cider(xc_code):
             return super().nr_rks(mol, grids, xc_code, dms, relativity, hermi,
                                   max_memory, verbose)
+        if getattr(dms, "ndim", None) == 2:
+            # keep PySCF's mo_coeff/mo_occ tags: the density on the grid then
+            # comes from the occupied orbitals (eval_rho2), as for any functional
+            n, e, v = self._nr_cider(mol, grids, xc_code, [dms], hermi, max_memory,
+                                     verbose)
+            return n[0], e, v[0]
         dms = np.asarray(dms)
         nao = dms.shape[-1]
         dm_sets = dms.reshape(-1, nao, nao)
-        out = [self._nr_cider(mol, grids, xc_code, dm[None], hermi, max_memory, verbose)
+        out = [self._nr_cider(mol, grids, xc_code, [dm], hermi, max_memory, verbose)
                for dm in dm_sets]
-        if dms.ndim == 2:
-            n, e, v = out[0]
-            return n[0], e, v[0]
         return (np.array([o[0][0] for o in out]), np.array([o[1] for o in out]),
                 np.array([o[2][0] for o in out]).reshape(dms.shape))
 
@@ -239,13 +242,17 @@ class CiderNumInt(numint.NumInt):
                                   max_memory, verbose)
         dma, dmb = numint._format_uks_dm(dms)
         nao = dma.shape[-1]
+        if dma.ndim == 2:
+            # tagged with mo_coeff/mo_occ by _format_uks_dm when PySCF gave them
+            return self._nr_cider(mol, grids, xc_code, [dma, dmb], hermi, max_memory,
+                                  verbose)
         dma = np.asarray(dma)
         dmb = np.asarray(dmb)
-        single = dma.ndim == 2
+        single = False
         dma = dma.reshape(-1, nao, nao)
         dmb = dmb.reshape(-1, nao, nao)
-        out = [self._nr_cider(mol, grids, xc_code, np.array([a, b]), hermi, max_memory,
-                              verbose) for a, b in zip(dma, dmb)]
+        out = [self._nr_cider(mol, grids, xc_code, [a, b], hermi, max_memory, verbose)
+               for a, b in zip(dma, dmb)]
         if single:
             return out[0]
         nelec = np.array([o[0] for o in out]).T
@@ -256,16 +263,18 @@ class CiderNumInt(numint.NumInt):
     def _nr_cider(self, mol, grids, fn, dms, hermi, max_memory, verbose):
         """Energy and potential for one set of spin density matrices.
 
-        dms : (nspin, nao, nao); nspin = 1 (RKS, total density) or 2.
+        dms : list of nspin (nao, nao) arrays; nspin = 1 (RKS, total density)
+        or 2.  Arrays tagged with mo_coeff/mo_occ (as PySCF's SCF passes them)
+        let the grid density come from the occupied orbitals.
         Returns nelec (nspin,), exc, vmat (nspin, nao, nao)."""
         if getattr(mol, "a", None) is not None and hasattr(mol, "lattice_vectors"):
             raise NotImplementedError(
                 "cider_xc: periodic pyscf.pbc calculations are not supported; "
                 "use cider_xc.gpaw for solids")
         log = logger.new_logger(mol, verbose)
-        if not np.all(np.isfinite(dms)):
+        if not all(np.all(np.isfinite(dm)) for dm in dms):
             raise ValueError("cider_xc: the density matrix contains NaN or inf")
-        nspin, nao = dms.shape[0], dms.shape[-1]
+        nspin, nao = len(dms), dms[0].shape[-1]
         t_start = (logger.process_clock(), logger.perf_counter())
         proj = self.projector(mol)
         gset = proj.gaussians
