@@ -141,8 +141,7 @@ class CiderNumInt(numint.NumInt):
     @property
     def timings(self):
         """Accumulated wall times (s) of the CIDER steps and the call count."""
-        return dict(self._cache.get("timings", {"calls": 0, "descriptors": 0.0,
-                                                "potential": 0.0, "semilocal": 0.0}))
+        return dict(self._cache.get("timings", _new_timings()))
 
     def _xc_type(self, xc_code):
         if self._is_cider(xc_code):
@@ -278,8 +277,12 @@ class CiderNumInt(numint.NumInt):
         t_start = (logger.process_clock(), logger.perf_counter())
         proj = self.projector(mol)
         gset = proj.gaussians
+        times = _new_timings()
+        tnow = logger.perf_counter
+        t0 = tnow()
         spin_fac = 2.0 if nspin == 2 else 1.0      # closed-shell density 2 n_sigma
         coefs = [spin_fac * proj.coefficients(dm) for dm in dms]
+        times["fit"] += tnow() - t0
         make_rho = [self._gen_rho_evaluator(mol, dm, hermi, False, grids)[0] for dm in dms]
         cx = fn.cider_x
 
@@ -292,22 +295,23 @@ class CiderNumInt(numint.NumInt):
         vmat = np.zeros((nspin, nao, nao))
         v1 = np.zeros((nspin, nao, nao))
         dE_dc = np.zeros((nspin, proj.naux))
-        times = {"descriptors": 0.0, "semilocal": 0.0}
-        t_pot = 0.0
         aow = None
+        t0 = tnow()
         for ao, mask, weight, coords in self.block_loop(mol, grids, nao, 1,
                                                         max_memory=max_memory):
             rhos = np.array([mr(0, ao, mask, "MGGA") for mr in make_rho])  # (nspin,5,N)
             _check_density(rhos)
             nelec += rhos[:, 0] @ weight
+            times["ao"] += tnow() - t0
             e, wv, feats = block_terms(fn, self._stock, rhos, weight, coords, gset, coefs,
                                        times)
             excsum += np.dot(weight, e)
-            t0 = logger.perf_counter()
+            t0 = tnow()
             for s, f in enumerate(feats):
                 if f is not None:      # dE/dc_s = spin_fac dE/dc' (c' = spin_fac c_s)
                     dE_dc[s] += spin_fac * gset.convolve_adjoint(coords, *f)
-            t_pot += logger.perf_counter() - t0
+            t1 = tnow()
+            times["adjoint"] += t1 - t0
             for s in range(nspin):
                 w = wv[s]
                 w[0] *= 0.5   # for v + v.T
@@ -316,23 +320,45 @@ class CiderNumInt(numint.NumInt):
                 _dot_ao_ao_sparse(ao[0], aow, None, nbins, mask, pair_mask, ao_loc,
                                   hermi=0, out=vmat[s])
                 _tau_dot_sparse(ao, ao, w[4], nbins, mask, pair_mask, ao_loc, out=v1[s])
+            t0 = tnow()         # the next block's AO values are evaluated from here
+            times["ao"] += t0 - t1
         vmat = lib.hermi_sum(vmat, axes=(0, 2, 1)) + v1
-        t0 = logger.perf_counter()
+        t1 = tnow()
+        times["ao"] += t1 - t0
+        t0 = t1
         if cx != 0.0:
             for s in range(nspin):
                 vmat[s] += proj.potential(dE_dc[s])
-        t_pot += logger.perf_counter() - t0
-        tim = self._cache.setdefault("timings", {"calls": 0, "descriptors": 0.0,
-                                                 "potential": 0.0, "semilocal": 0.0})
-        tim["calls"] += 1
-        tim["descriptors"] += times["descriptors"]
-        tim["potential"] += t_pot
-        tim["semilocal"] += times["semilocal"]
-        log.info("CIDER %s: E_xc = %.12g; descriptors %.3f s, nonlocal potential "
-                 "%.3f s, semilocal part %.3f s", fn.name, excsum, times["descriptors"],
-                 t_pot, times["semilocal"])
+        times["fit"] += tnow() - t0
+        times["descriptors"] = times["features"] + times["model"]
+        times["potential"] = times["adjoint"] + times["fit"]
+        times["calls"] = 1
+        times["total"] = tnow() - t_start[1]
+        tim = self._cache.setdefault("timings", _new_timings())
+        for k, v in times.items():
+            tim[k] += v
+        log.info("CIDER %s: E_xc = %.12g; descriptors %.3f s (features %.3f, model "
+                 "%.3f), nonlocal potential %.3f s (adjoint %.3f, fit D->c and back "
+                 "%.3f), semilocal part %.3f s, AO work %.3f s", fn.name, excsum,
+                 times["descriptors"], times["features"], times["model"],
+                 times["potential"], times["adjoint"], times["fit"], times["semilocal"],
+                 times["ao"])
         log.timer("CIDER nr_%s" % ("rks" if nspin == 1 else "uks"), *t_start)
         return nelec, excsum, vmat
+
+
+#: what CiderNumInt.timings accumulates (wall seconds; "calls" counts the
+#: nr_rks/nr_uks calls): features = exponents + forward convolution, model =
+#: F_x and its chain rule, adjoint = dE/dG -> dE/dc, fit = D -> c and
+#: dE/dc -> V, semilocal = libxc part, ao = density on the grid and the AO
+#: contraction of the potential (with the AO values); descriptors =
+#: features + model and potential = adjoint + fit, as in earlier releases
+TIMING_KEYS = ("calls", "total", "features", "model", "adjoint", "fit", "semilocal",
+               "ao", "descriptors", "potential")
+
+
+def _new_timings():
+    return {k: (0 if k == "calls" else 0.0) for k in TIMING_KEYS}
 
 
 def block_terms(fn, stock, rhos, weight, coords, gset, coefs, timings=None):
@@ -345,8 +371,8 @@ def block_terms(fn, stock, rhos, weight, coords, gset, coefs, timings=None):
     nspin = 1).  Returns e (N,) energy per volume, wv (nspin, 5, N) = w dE/d(n,
     grad n, tau) per spin, and per spin (a, uG) with uG = dE/dG (weights
     included) for the features built from coefs[s] (None when there is no
-    CIDER part).  timings: optional dict; its "descriptors" and "semilocal"
-    entries get the wall time of the two parts added.
+    CIDER part).  timings: optional dict; its "features", "model" and
+    "semilocal" entries get the wall times of these parts added.
     """
     nspin, _, ngb = rhos.shape
     spin_fac = 2.0 if nspin == 2 else 1.0      # closed-shell density 2 n_sigma
@@ -355,14 +381,18 @@ def block_terms(fn, stock, rhos, weight, coords, gset, coefs, timings=None):
     e = np.zeros(ngb)
     wv = np.zeros((nspin, 5, ngb))
     feats = [None] * nspin
-    t0 = logger.perf_counter()
+    t_feat = t_model = 0.0
     for s in range(nspin if cx != 0.0 else 0):
+        t0 = logger.perf_counter()
         r2 = spin_fac * rhos[s]
         n, grad, tau = r2[0], r2[1:4], r2[4]
         sigma = np.einsum("xg,xg->g", grad, grad)
         a, a_derivs = fn.chain.exponents(n, sigma, tau)
         G, dG_da = gset.convolve(coords, a, coefs[s])
+        t1 = logger.perf_counter()
         res = fn.exchange(n, sigma, tau, G, dG_da, a_derivs)
+        t_feat += t1 - t0
+        t_model += logger.perf_counter() - t1
         e += cx * e_fac * res.exc
         wv[s, 0] += cx * weight * res.vrho
         wv[s, 1:4] += cx * 2.0 * weight * res.vsigma * grad
@@ -383,7 +413,8 @@ def block_terms(fn, stock, rhos, weight, coords, gset, coefs, timings=None):
         vxc = np.asarray(vxc).reshape(nspin, -1, ngb)
         wv[:, :vxc.shape[1]] += weight * vxc
     if timings is not None:
-        timings["descriptors"] += t1 - t0
+        timings["features"] += t_feat
+        timings["model"] += t_model
         timings["semilocal"] += logger.perf_counter() - t1
     return e, wv, feats
 
