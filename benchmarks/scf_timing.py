@@ -228,6 +228,8 @@ def main(argv=None):
     ap.add_argument("--readme", action="store_true",
                     help="rewrite the README speed table from the results at the end")
     ap.add_argument("--readme-only", action="store_true")
+    ap.add_argument("--append", action="store_true",
+                    help="add these sizes to the existing results file (same settings)")
     ap.add_argument("--worker", nargs=2, metavar=("N", "METHOD"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -245,6 +247,14 @@ def main(argv=None):
                            or os.environ.get("NUMBA_NUM_THREADS")},
                "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                "load_before": [round(x, 2) for x in os.getloadavg()], "results": {}}
+    if args.append and Path(args.out + ".json").exists():
+        old = json.loads(Path(args.out + ".json").read_text())
+        for k in ("functional", "basis", "threads"):
+            if old.get(k) != json.loads(json.dumps(payload[k])):
+                raise SystemExit(f"--append: {k} differs from the results file")
+        payload["results"] = old["results"]
+        payload["load_before"] = old.get("load_before")
+        payload["elapsed_s_before"] = old.get("elapsed_s", 0.0) + old.get("elapsed_s_before", 0.0)
     t_start = time.perf_counter()
     print(f"functional: {fn.describe()}; threads {payload['threads']}", flush=True)
     for n in args.sizes:
@@ -264,7 +274,7 @@ def main(argv=None):
             write_results(payload, args.out)
     print()
     print(write_results(payload, args.out), end="")
-    print(f"(whole run: {time.perf_counter() - t_start:.0f} s)")
+    print(f"(this run: {time.perf_counter() - t_start:.0f} s)")
     if args.readme:
         update_readme(args.out)
 
