@@ -64,11 +64,11 @@ def run(mol, xc):
     mf = dft.RKS(mol).density_fit()
     mf.grids.level = 3
     mf.xc = xc
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     e = mf.kernel()
-    t = time.perf_counter() - t0
+    t, c = time.perf_counter() - t0, time.process_time() - c0
     tim = getattr(mf._numint, "timings", None)
-    return e, t, int(mf.cycles), bool(mf.converged), tim, mf
+    return e, t, c, int(mf.cycles), bool(mf.converged), tim, mf
 
 
 def worker(n, method, basis):
@@ -83,8 +83,9 @@ def worker(n, method, basis):
         # load the cached numba kernels outside the timing
         run(gto.M(atom=water_cluster(1), basis="sto-3g", verbose=0), fn)
     mol = gto.M(atom=water_cluster(n), basis=basis, verbose=0)
-    e, t, cyc, conv, tim, mf = run(mol, fn if method == "CIDER" else method)
+    e, t, cpu, cyc, conv, tim, mf = run(mol, fn if method == "CIDER" else method)
     out = {"n": n, "method": method, "nao": mol.nao, "e_tot": float(e), "wall_s": t,
+           "cpu_s": cpu,
            "cycles": cyc, "converged": conv, "ngrid": int(mf.grids.weights.size),
            "lib_num_threads": lib.num_threads(),
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
@@ -108,16 +109,20 @@ def run_subprocess(n, method, basis, threads):
     raise RuntimeError(f"{method} n={n} failed:\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
 
 
-def nonlocal_per_cycle(r):
+def nonlocal_per_cycle(r, cpu=True):
+    """Nonlocal step (features + adjoint + fit) per CIDER XC call, CPU time
+    by default (robust on a loaded machine; = wall time on one idle thread)."""
     tim = r["cider_timings"]
     calls = max(tim["calls"], 1)
-    return (tim["features"] + tim["adjoint"] + tim["fit"]) / calls
+    c = "cpu_" if cpu else ""
+    return (tim[c + "features"] + tim[c + "adjoint"] + tim[c + "fit"]) / calls
 
 
 # the README table: one row per size, the same columns as in the results file
 TABLE_HEADER = ("| waters | nao | PBE s | r2SCAN s | PBE0 s | CIDER s | CIDER/r2SCAN "
-                "| CIDER/PBE0 | cycles CIDER/r2SCAN | nonlocal per cycle s | nonlocal share "
-                "| RSS r2SCAN MB | RSS CIDER MB |")
+                "| CIDER/PBE0 | CIDER/r2SCAN CPU | CIDER/PBE0 CPU | cycles CIDER/r2SCAN "
+                "| nonlocal per cycle CPU s | nonlocal share | RSS r2SCAN MB "
+                "| RSS CIDER MB |")
 
 
 def table_lines(results):
@@ -127,22 +132,23 @@ def table_lines(results):
         if not all(m in res for m in METHODS):
             continue
         c, r2, p0 = res["CIDER"], res["r2SCAN"], res["PBE0"]
-        per_cycle = c["cider_timings"]["total"] / max(c["cider_timings"]["calls"], 1)
+        per_cycle = c["cider_timings"]["cpu_total"] / max(c["cider_timings"]["calls"], 1)
         nl = nonlocal_per_cycle(c)
         lines.append(
             f"| {int(key)} | {c['nao']} | {res['PBE']['wall_s']:.2f} | {r2['wall_s']:.2f} "
             f"| {p0['wall_s']:.2f} | {c['wall_s']:.2f} | {c['wall_s'] / r2['wall_s']:.2f} "
-            f"| {c['wall_s'] / p0['wall_s']:.2f} | {c['cycles']}/{r2['cycles']} | {nl:.3f} "
+            f"| {c['wall_s'] / p0['wall_s']:.2f} | {c['cpu_s'] / r2['cpu_s']:.2f} "
+            f"| {c['cpu_s'] / p0['cpu_s']:.2f} | {c['cycles']}/{r2['cycles']} | {nl:.3f} "
             f"| {nl / per_cycle:.2f} | {r2['peak_rss_mb']:.0f} | {c['peak_rss_mb']:.0f} |")
     return lines
 
 
 def profile_lines(results):
     keys = ("features", "model", "adjoint", "fit", "semilocal", "ao")
-    lines = ["Profile of a CIDER SCF, seconds per CIDER XC call (nr_rks): features = "
+    lines = ["Profile of a CIDER SCF, CPU seconds per CIDER XC call (nr_rks): features = "
              "exponents + forward convolution, model = F_x, adjoint = dE/dG -> dE/dc, "
              "fit = D -> c and dE/dc -> V, semilocal = libxc part, ao = density on the "
-             "grid + AO values + potential matrix; rest of SCF = (SCF wall - XC calls) "
+             "grid + AO values + potential matrix; rest of SCF = (SCF CPU - XC calls) "
              "per call (J build, diagonalisation, DIIS, grids, CIDER's auxiliary basis "
              "setup):",
              f"{'waters':>6s} {'calls':>5s} " + " ".join(f"{k:>9s}" for k in keys)
@@ -153,10 +159,10 @@ def profile_lines(results):
             continue
         tim = c["cider_timings"]
         calls = int(max(tim["calls"], 1))
-        rest = (c["wall_s"] - tim["total"]) / calls
+        rest = (c["cpu_s"] - tim["cpu_total"]) / calls
         lines.append(f"{int(key):6d} {calls:5d} " + " ".join(
-            f"{tim[k] / calls:9.3f}" for k in keys) + f" {tim['total'] / calls:9.3f} "
-            f"{rest:9.3f}")
+            f"{tim['cpu_' + k] / calls:9.3f}" for k in keys)
+            + f" {tim['cpu_total'] / calls:9.3f} {rest:9.3f}")
     return lines
 
 
@@ -172,8 +178,8 @@ def summary_lines(results):
             lines.append(f"nonlocal step per cycle grows as N^{np.log(t1 / t0) / np.log(n1 / n0):.2f}"
                          f" from {n0} to {n1} waters ({t0:.3f} s -> {t1:.3f} s)")
     cheaper = [s for s in sizes if all(m in results[str(s)] for m in METHODS)
-               and results[str(s)]["CIDER"]["wall_s"] < results[str(s)]["PBE0"]["wall_s"]]
-    lines.append("CIDER SCF cheaper than PBE0 at: "
+               and results[str(s)]["CIDER"]["cpu_s"] < results[str(s)]["PBE0"]["cpu_s"]]
+    lines.append("CIDER SCF cheaper than PBE0 (CPU time) at: "
                  + (", ".join(str(s) for s in cheaper) if cheaper else "none of these sizes")
                  + " waters")
     return lines
@@ -185,8 +191,10 @@ def write_results(payload, prefix):
     res = payload["results"]
     lines = [f"CIDER functional: {payload['functional']}",
              f"basis {payload['basis']}, grid level 3, RKS, density fitting; one process; "
-             f"threads: {payload['threads']}; wall times of whole SCFs (seconds), each "
-             "SCF in its own subprocess (peak RSS of that process)",
+             f"threads: {payload['threads']}; wall and CPU times of whole SCFs (s), each "
+             "SCF in its own subprocess (peak RSS of that process); with one thread the "
+             "CPU time is the wall time of an idle machine, and the CPU ratios are the "
+             "robust ones on a loaded machine",
              f"machine: {payload['machine']}; load average before/after the run: "
              f"{payload.get('load_before')} / {payload.get('load_after')} (shared 2-core "
              "machine: absolute times are noisy, ratios come from one run)",
@@ -266,7 +274,8 @@ def main(argv=None):
             if m == "CIDER":
                 extra = (f"  nonlocal/cycle {nonlocal_per_cycle(r):.3f} s, "
                          f"{int(r['cider_timings']['calls'])} XC calls")
-            print(f"n={n:3d} {m:7s} {r['wall_s']:9.2f} s  {r['cycles']:3d} cycles  "
+            print(f"n={n:3d} {m:7s} {r['wall_s']:9.2f} s (CPU {r['cpu_s']:8.2f} s) "
+                  f"{r['cycles']:3d} cycles  "
                   f"RSS {r['peak_rss_mb']:7.0f} MB  E={r['e_tot']:.8f}"
                   f"{'' if r['converged'] else '  NOT CONVERGED'}{extra}", flush=True)
             payload["load_after"] = [round(x, 2) for x in os.getloadavg()]

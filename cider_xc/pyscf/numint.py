@@ -278,11 +278,10 @@ class CiderNumInt(numint.NumInt):
         proj = self.projector(mol)
         gset = proj.gaussians
         times = _new_timings()
-        tnow = logger.perf_counter
-        t0 = tnow()
+        clock = _Clock(times)
         spin_fac = 2.0 if nspin == 2 else 1.0      # closed-shell density 2 n_sigma
         coefs = [spin_fac * proj.coefficients(dm) for dm in dms]
-        times["fit"] += tnow() - t0
+        clock.lap("fit")
         make_rho = [self._gen_rho_evaluator(mol, dm, hermi, False, grids)[0] for dm in dms]
         cx = fn.cider_x
 
@@ -296,22 +295,21 @@ class CiderNumInt(numint.NumInt):
         v1 = np.zeros((nspin, nao, nao))
         dE_dc = np.zeros((nspin, proj.naux))
         aow = None
-        t0 = tnow()
+        clock.lap("other")
         for ao, mask, weight, coords in self.block_loop(mol, grids, nao, 1,
                                                         max_memory=max_memory):
             rhos = np.array([mr(0, ao, mask, "MGGA") for mr in make_rho])  # (nspin,5,N)
             _check_density(rhos)
             nelec += rhos[:, 0] @ weight
-            times["ao"] += tnow() - t0
+            clock.lap("ao")
             e, wv, feats = block_terms(fn, self._stock, rhos, weight, coords, gset, coefs,
                                        times)
             excsum += np.dot(weight, e)
-            t0 = tnow()
+            clock.reset()
             for s, f in enumerate(feats):
                 if f is not None:      # dE/dc_s = spin_fac dE/dc' (c' = spin_fac c_s)
                     dE_dc[s] += spin_fac * gset.convolve_adjoint(coords, *f)
-            t1 = tnow()
-            times["adjoint"] += t1 - t0
+            clock.lap("adjoint")
             for s in range(nspin):
                 w = wv[s]
                 w[0] *= 0.5   # for v + v.T
@@ -320,20 +318,19 @@ class CiderNumInt(numint.NumInt):
                 _dot_ao_ao_sparse(ao[0], aow, None, nbins, mask, pair_mask, ao_loc,
                                   hermi=0, out=vmat[s])
                 _tau_dot_sparse(ao, ao, w[4], nbins, mask, pair_mask, ao_loc, out=v1[s])
-            t0 = tnow()         # the next block's AO values are evaluated from here
-            times["ao"] += t0 - t1
+            clock.lap("ao")     # (the next block's AO values are evaluated from here)
         vmat = lib.hermi_sum(vmat, axes=(0, 2, 1)) + v1
-        t1 = tnow()
-        times["ao"] += t1 - t0
-        t0 = t1
+        clock.lap("ao")
         if cx != 0.0:
             for s in range(nspin):
                 vmat[s] += proj.potential(dE_dc[s])
-        times["fit"] += tnow() - t0
-        times["descriptors"] = times["features"] + times["model"]
-        times["potential"] = times["adjoint"] + times["fit"]
+        clock.lap("fit")
+        for c in ("", "cpu_"):
+            times[c + "descriptors"] = times[c + "features"] + times[c + "model"]
+            times[c + "potential"] = times[c + "adjoint"] + times[c + "fit"]
         times["calls"] = 1
-        times["total"] = tnow() - t_start[1]
+        times["total"] = logger.perf_counter() - t_start[1]
+        times["cpu_total"] = logger.process_clock() - t_start[0]
         tim = self._cache.setdefault("timings", _new_timings())
         for k, v in times.items():
             tim[k] += v
@@ -354,11 +351,35 @@ class CiderNumInt(numint.NumInt):
 #: contraction of the potential (with the AO values); descriptors =
 #: features + model and potential = adjoint + fit, as in earlier releases
 TIMING_KEYS = ("calls", "total", "features", "model", "adjoint", "fit", "semilocal",
-               "ao", "descriptors", "potential")
+               "ao", "other", "descriptors", "potential")
 
 
 def _new_timings():
-    return {k: (0 if k == "calls" else 0.0) for k in TIMING_KEYS}
+    """Wall times (keys of TIMING_KEYS) and CPU times of this process
+    ("cpu_" + key: all threads together; on one thread of an idle machine
+    the same as the wall time, on a loaded one the more robust number)."""
+    t = {k: (0 if k == "calls" else 0.0) for k in TIMING_KEYS}
+    t.update({"cpu_" + k: 0.0 for k in TIMING_KEYS if k != "calls"})
+    return t
+
+
+class _Clock:
+    """Adds the wall and CPU time since the last lap/reset to timings[key]
+    and timings["cpu_" + key]."""
+
+    def __init__(self, timings):
+        self.timings = timings
+        self.reset()
+
+    def reset(self):
+        self.w = logger.perf_counter()
+        self.c = logger.process_clock()
+
+    def lap(self, key):
+        w, c = logger.perf_counter(), logger.process_clock()
+        self.timings[key] += w - self.w
+        self.timings["cpu_" + key] += c - self.c
+        self.w, self.c = w, c
 
 
 def block_terms(fn, stock, rhos, weight, coords, gset, coefs, timings=None):
@@ -381,24 +402,23 @@ def block_terms(fn, stock, rhos, weight, coords, gset, coefs, timings=None):
     e = np.zeros(ngb)
     wv = np.zeros((nspin, 5, ngb))
     feats = [None] * nspin
-    t_feat = t_model = 0.0
+    clock = _Clock(timings if timings is not None else _new_timings())
     for s in range(nspin if cx != 0.0 else 0):
-        t0 = logger.perf_counter()
+        clock.reset()
         r2 = spin_fac * rhos[s]
         n, grad, tau = r2[0], r2[1:4], r2[4]
         sigma = np.einsum("xg,xg->g", grad, grad)
         a, a_derivs = fn.chain.exponents(n, sigma, tau)
         G, dG_da = gset.convolve(coords, a, coefs[s])
-        t1 = logger.perf_counter()
+        clock.lap("features")
         res = fn.exchange(n, sigma, tau, G, dG_da, a_derivs)
-        t_feat += t1 - t0
-        t_model += logger.perf_counter() - t1
+        clock.lap("model")
         e += cx * e_fac * res.exc
         wv[s, 0] += cx * weight * res.vrho
         wv[s, 1:4] += cx * 2.0 * weight * res.vsigma * grad
         wv[s, 4] += cx * weight * res.vtau
         feats[s] = (a, cx * e_fac * weight * res.vG)
-    t1 = logger.perf_counter()
+    clock.reset()
     sl_code = fn.semilocal_xc
     if sl_code:
         sl_type = stock._xc_type(sl_code)
@@ -412,10 +432,7 @@ def block_terms(fn, stock, rhos, weight, coords, gset, coefs, timings=None):
         e += rhos[:, 0].sum(axis=0) * exc
         vxc = np.asarray(vxc).reshape(nspin, -1, ngb)
         wv[:, :vxc.shape[1]] += weight * vxc
-    if timings is not None:
-        timings["features"] += t_feat
-        timings["model"] += t_model
-        timings["semilocal"] += logger.perf_counter() - t1
+    clock.lap("semilocal")
     return e, wv, feats
 
 
