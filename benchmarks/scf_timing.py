@@ -129,17 +129,28 @@ def table_lines(results):
     lines = [TABLE_HEADER, "|" + "---|" * (TABLE_HEADER.count("|") - 1)]
     for key in sorted(results, key=int):
         res = results[key]
-        if not all(m in res for m in METHODS):
+        if "CIDER" not in res:
             continue
-        c, r2, p0 = res["CIDER"], res["r2SCAN"], res["PBE0"]
+        c = res["CIDER"]
+
+        def get(m, k, fmt):
+            return format(res[m][k], fmt) if m in res else "-"
+
+        def ratio(m, k):
+            return f"{c[k] / res[m][k]:.2f}" if m in res else "-"
+
+        def cycles(m):
+            return str(res[m]["cycles"]) if m in res else "-"
+
         per_cycle = c["cider_timings"]["cpu_total"] / max(c["cider_timings"]["calls"], 1)
         nl = nonlocal_per_cycle(c)
         lines.append(
-            f"| {int(key)} | {c['nao']} | {res['PBE']['wall_s']:.2f} | {r2['wall_s']:.2f} "
-            f"| {p0['wall_s']:.2f} | {c['wall_s']:.2f} | {c['wall_s'] / r2['wall_s']:.2f} "
-            f"| {c['wall_s'] / p0['wall_s']:.2f} | {c['cpu_s'] / r2['cpu_s']:.2f} "
-            f"| {c['cpu_s'] / p0['cpu_s']:.2f} | {c['cycles']}/{r2['cycles']} | {nl:.3f} "
-            f"| {nl / per_cycle:.2f} | {r2['peak_rss_mb']:.0f} | {c['peak_rss_mb']:.0f} |")
+            f"| {int(key)} | {c['nao']} | {get('PBE', 'wall_s', '.2f')} "
+            f"| {get('r2SCAN', 'wall_s', '.2f')} | {get('PBE0', 'wall_s', '.2f')} "
+            f"| {c['wall_s']:.2f} | {ratio('r2SCAN', 'wall_s')} | {ratio('PBE0', 'wall_s')} "
+            f"| {ratio('r2SCAN', 'cpu_s')} | {ratio('PBE0', 'cpu_s')} "
+            f"| {c['cycles']}/{cycles('r2SCAN')} | {nl:.3f} | {nl / per_cycle:.2f} "
+            f"| {get('r2SCAN', 'peak_rss_mb', '.0f')} | {c['peak_rss_mb']:.0f} |")
     return lines
 
 
