@@ -228,10 +228,10 @@ def update_readme(prefix=OUT, readme=README):
     sec = src.index("## Speed (PySCF)")
     end = src.index("\n## ", sec + 1)
     body = src[sec:end]
-    m = re.search(r"(\n\|.*\|\n)+", body)
+    m = re.search(r"(?m)^\|.*\|\n(?:\|.*\|\n)*", body)   # the first block of table lines
     if m is None:
         raise RuntimeError("no table in the README's Speed (PySCF) section")
-    body = body[:m.start()] + "\n" + "\n".join(table) + "\n" + body[m.end():]
+    body = body[:m.start()] + "\n".join(table) + "\n" + body[m.end():]
     Path(readme).write_text(src[:sec] + body + src[end:])
 
 
