@@ -1,18 +1,45 @@
-"""SCF wall time of CIDER against PBE, r2SCAN and PBE0 on water clusters.
+"""SCF wall time and peak memory of CIDER against PBE, r2SCAN and PBE0 on
+water clusters.
 
-def2-SVP, grid level 3, density fitting, the same geometry for every method.
-Prints wall times, ratios to PBE, r2SCAN and PBE0 measured in the same run,
-and the time per SCF cycle of the CIDER descriptor and potential steps.
+The shipped default functional (``cider_xc.load()``); def2-SVP, grid level 3,
+density fitting (PySCF's default auxiliary basis for the J build), RKS, the
+same geometry for every method.  Every (size, method) SCF runs in its own
+subprocess, one after the other (one process at a time), so that its peak
+RSS is its own; the thread counts (OMP_NUM_THREADS, NUMBA_NUM_THREADS) are
+set for the subprocesses from --threads.  Printed and written:
 
-    .venv/bin/python benchmarks/scf_timing.py [--sizes 1 2 4 8 16]
+* wall times of the four SCFs, CIDER's ratios to r2SCAN and PBE0, SCF cycles;
+* the nonlocal step per CIDER cycle (features = exponents + forward
+  convolution, adjoint, density fit D -> c and dE/dc -> V) and its share of
+  the CIDER cycle, and its growth exponent between the two largest sizes
+  (8 -> 32 waters when both are run);
+* peak RSS of every SCF;
+* the profile of a CIDER cycle (features, model F_x, adjoint, fit, libxc part,
+  AO work, the rest of PySCF's SCF: J build, diagonalisation, ...).
+
+    OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 .venv/bin/python benchmarks/scf_timing.py \
+        [--sizes 1 2 4 8 16] [--basis def2-svp] [--threads 1] [--readme]
+
+Results: benchmarks/results_scf_timing.json and .txt; --readme rewrites the
+table of the README's "Speed (PySCF)" section from the results file
+(``--readme-only`` does that without running anything).
 """
 import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
-from pyscf import dft, gto
 
-import cider_xc
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "results_scf_timing"
+README = HERE.parent / "README.md"
+METHODS = ["PBE", "r2SCAN", "PBE0", "CIDER"]
 
 WATER = np.array([[0.0, 0.0, 0.1173], [0.0, 0.7572, -0.4692], [0.0, -0.7572, -0.4692]])
 
@@ -32,47 +59,249 @@ def water_cluster(n, spacing=2.9, seed=7):
 
 
 def run(mol, xc):
+    """One SCF: energy, wall time, cycles, converged, CIDER timings (or None)."""
+    from pyscf import dft
     mf = dft.RKS(mol).density_fit()
     mf.grids.level = 3
     mf.xc = xc
-    cycles = []
-    mf.callback = lambda env: cycles.append(env["cycle"])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     e = mf.kernel()
-    t = time.perf_counter() - t0
+    t, c = time.perf_counter() - t0, time.process_time() - c0
     tim = getattr(mf._numint, "timings", None)
-    return e, t, len(cycles), mf.converged, tim
+    return e, t, c, int(mf.cycles), bool(mf.converged), tim, mf
+
+
+def worker(n, method, basis):
+    """Run one SCF in this process and print a JSON line."""
+    import resource
+
+    from pyscf import gto, lib
+
+    import cider_xc
+    fn = cider_xc.load()
+    if method == "CIDER":
+        # load the cached numba kernels outside the timing
+        run(gto.M(atom=water_cluster(1), basis="sto-3g", verbose=0), fn)
+    mol = gto.M(atom=water_cluster(n), basis=basis, verbose=0)
+    e, t, cpu, cyc, conv, tim, mf = run(mol, fn if method == "CIDER" else method)
+    out = {"n": n, "method": method, "nao": mol.nao, "e_tot": float(e), "wall_s": t,
+           "cpu_s": cpu,
+           "cycles": cyc, "converged": conv, "ngrid": int(mf.grids.weights.size),
+           "lib_num_threads": lib.num_threads(),
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    if tim is not None:
+        out["cider_timings"] = {k: float(v) for k, v in tim.items()}
+        out["naux_cider"] = int(mf._numint.projector(mol).naux)
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def run_subprocess(n, method, basis, threads):
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+        env["NUMBA_NUM_THREADS"] = str(threads)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(n), method,
+           "--basis", basis]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    for line in p.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"{method} n={n} failed:\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
+
+
+def nonlocal_per_cycle(r, cpu=True):
+    """Nonlocal step (features + adjoint + fit) per CIDER XC call, CPU time
+    by default (robust on a loaded machine; = wall time on one idle thread)."""
+    tim = r["cider_timings"]
+    calls = max(tim["calls"], 1)
+    c = "cpu_" if cpu else ""
+    return (tim[c + "features"] + tim[c + "adjoint"] + tim[c + "fit"]) / calls
+
+
+# the README table: one row per size, the same columns as in the results file
+TABLE_HEADER = ("| waters | nao | PBE s | r2SCAN s | PBE0 s | CIDER s | CIDER/r2SCAN "
+                "| CIDER/PBE0 | CIDER/r2SCAN CPU | CIDER/PBE0 CPU | cycles CIDER/r2SCAN "
+                "| nonlocal per cycle CPU s | nonlocal share | RSS r2SCAN MB "
+                "| RSS CIDER MB |")
+
+
+def table_lines(results):
+    lines = [TABLE_HEADER, "|" + "---|" * (TABLE_HEADER.count("|") - 1)]
+    for key in sorted(results, key=int):
+        res = results[key]
+        if "CIDER" not in res:
+            continue
+        c = res["CIDER"]
+
+        def get(m, k, fmt):
+            return format(res[m][k], fmt) if m in res else "-"
+
+        def ratio(m, k):
+            return f"{c[k] / res[m][k]:.2f}" if m in res else "-"
+
+        def cycles(m):
+            return str(res[m]["cycles"]) if m in res else "-"
+
+        per_cycle = c["cider_timings"]["cpu_total"] / max(c["cider_timings"]["calls"], 1)
+        nl = nonlocal_per_cycle(c)
+        lines.append(
+            f"| {int(key)} | {c['nao']} | {get('PBE', 'wall_s', '.2f')} "
+            f"| {get('r2SCAN', 'wall_s', '.2f')} | {get('PBE0', 'wall_s', '.2f')} "
+            f"| {c['wall_s']:.2f} | {ratio('r2SCAN', 'wall_s')} | {ratio('PBE0', 'wall_s')} "
+            f"| {ratio('r2SCAN', 'cpu_s')} | {ratio('PBE0', 'cpu_s')} "
+            f"| {c['cycles']}/{cycles('r2SCAN')} | {nl:.3f} | {nl / per_cycle:.2f} "
+            f"| {get('r2SCAN', 'peak_rss_mb', '.0f')} | {c['peak_rss_mb']:.0f} |")
+    return lines
+
+
+def profile_lines(results):
+    keys = ("features", "model", "adjoint", "fit", "semilocal", "ao")
+    lines = ["Profile of a CIDER SCF, CPU seconds per CIDER XC call (nr_rks): features = "
+             "exponents + forward convolution, model = F_x, adjoint = dE/dG -> dE/dc, "
+             "fit = D -> c and dE/dc -> V, semilocal = libxc part, ao = density on the "
+             "grid + AO values + potential matrix; rest of SCF = (SCF CPU - XC calls) "
+             "per call (J build, diagonalisation, DIIS, grids, CIDER's auxiliary basis "
+             "setup):",
+             f"{'waters':>6s} {'calls':>5s} " + " ".join(f"{k:>9s}" for k in keys)
+             + f" {'XC call':>9s} {'rest/call':>9s}"]
+    for key in sorted(results, key=int):
+        c = results[key].get("CIDER")
+        if c is None:
+            continue
+        tim = c["cider_timings"]
+        calls = int(max(tim["calls"], 1))
+        rest = (c["cpu_s"] - tim["cpu_total"]) / calls
+        lines.append(f"{int(key):6d} {calls:5d} " + " ".join(
+            f"{tim['cpu_' + k] / calls:9.3f}" for k in keys)
+            + f" {tim['cpu_total'] / calls:9.3f} {rest:9.3f}")
+    return lines
+
+
+def summary_lines(results):
+    lines = []
+    sizes = sorted((int(k) for k, r in results.items() if "CIDER" in r))
+    if len(sizes) >= 2:
+        # 8 -> 32 waters (the goal's range) when both were run, else the two
+        # largest sizes
+        n0, n1 = (8, 32) if {8, 32} <= set(sizes) else (sizes[-2], sizes[-1])
+        if n1 > n0:
+            t0 = nonlocal_per_cycle(results[str(n0)]["CIDER"])
+            t1 = nonlocal_per_cycle(results[str(n1)]["CIDER"])
+            lines.append(f"nonlocal step per cycle grows as N^{np.log(t1 / t0) / np.log(n1 / n0):.2f}"
+                         f" from {n0} to {n1} waters ({t0:.3f} s -> {t1:.3f} s)")
+    cheaper = [s for s in sizes if all(m in results[str(s)] for m in METHODS)
+               and results[str(s)]["CIDER"]["cpu_s"] < results[str(s)]["PBE0"]["cpu_s"]]
+    lines.append("CIDER SCF cheaper than PBE0 (CPU time) at: "
+                 + (", ".join(str(s) for s in cheaper) if cheaper else "none of these sizes")
+                 + " waters")
+    return lines
+
+
+def write_results(payload, prefix):
+    prefix = Path(prefix)
+    Path(str(prefix) + ".json").write_text(json.dumps(payload, indent=1) + "\n")
+    res = payload["results"]
+    lines = [f"CIDER functional: {payload['functional']}",
+             f"basis {payload['basis']}, grid level 3, RKS, density fitting; one process; "
+             f"threads: {payload['threads']}; wall and CPU times of whole SCFs (s), each "
+             "SCF in its own subprocess (peak RSS of that process); with one thread the "
+             "CPU time is the wall time of an idle machine, and the CPU ratios are the "
+             "robust ones on a loaded machine",
+             f"machine: {payload['machine']}; load average before/after the run: "
+             f"{payload.get('load_before')} / {payload.get('load_after')} (shared 2-core "
+             "machine: absolute times are noisy, ratios come from one run)",
+             ""] + table_lines(res) + [""] + summary_lines(res) + [""] + profile_lines(res)
+    notes = payload.get("notes")
+    if notes:
+        lines += [""] + notes
+    text = "\n".join(lines) + "\n"
+    Path(str(prefix) + ".txt").write_text(text)
+    return text
+
+
+def update_readme(prefix=OUT, readme=README):
+    """Replace the table of the README's PySCF speed section with the one of
+    the results file."""
+    text = Path(str(prefix) + ".txt").read_text().splitlines()
+    table = [ln for ln in text if ln.startswith("|")]
+    src = Path(readme).read_text()
+    sec = src.index("## Speed (PySCF)")
+    end = src.index("\n## ", sec + 1)
+    body = src[sec:end]
+    m = re.search(r"(?m)^\|.*\|\n(?:\|.*\|\n)*", body)   # the first block of table lines
+    if m is None:
+        raise RuntimeError("no table in the README's Speed (PySCF) section")
+    body = body[:m.start()] + "\n".join(table) + "\n" + body[m.end():]
+    Path(readme).write_text(src[:sec] + body + src[end:])
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    ap.add_argument("--methods", nargs="+", default=["PBE", "r2SCAN", "PBE0", "CIDER"])
+    ap.add_argument("--methods", nargs="+", default=METHODS)
+    ap.add_argument("--basis", default="def2-svp")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="OMP_NUM_THREADS and NUMBA_NUM_THREADS of the SCF processes "
+                         "(0: leave the environment alone)")
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--readme", action="store_true",
+                    help="rewrite the README speed table from the results at the end")
+    ap.add_argument("--readme-only", action="store_true",
+                    help="rewrite the results .txt from the .json and the README table "
+                         "from it, running nothing")
+    ap.add_argument("--append", action="store_true",
+                    help="add these sizes to the existing results file (same settings)")
+    ap.add_argument("--worker", nargs=2, metavar=("N", "METHOD"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.worker:
+        worker(int(args.worker[0]), args.worker[1], args.basis)
+        return
+    if args.readme_only:
+        # the results file again from the JSON (this script's current layout)
+        write_results(json.loads(Path(args.out + ".json").read_text()), args.out)
+        update_readme(args.out)
+        return
+    import cider_xc
     fn = cider_xc.load()
-    # warm up numba kernels outside the timings
-    run(gto.M(atom=water_cluster(1), basis="sto-3g", verbose=0), fn)
-    print(f"functional: {fn.describe()}")
-    hdr = (f"{'n':>3s} {'nao':>5s} " + " ".join(f"{m + ' s':>10s}" for m in args.methods)
-           + "  CIDER/PBE CIDER/r2SCAN CIDER/PBE0  cyc  desc+pot/cycle s")
-    print(hdr)
+    payload = {"functional": fn.describe(), "basis": args.basis, "grid_level": 3,
+               "density_fit": True,
+               "threads": {"OMP_NUM_THREADS": args.threads or os.environ.get("OMP_NUM_THREADS"),
+                           "NUMBA_NUM_THREADS": args.threads
+                           or os.environ.get("NUMBA_NUM_THREADS")},
+               "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+               "load_before": [round(x, 2) for x in os.getloadavg()], "results": {}}
+    if args.append and Path(args.out + ".json").exists():
+        old = json.loads(Path(args.out + ".json").read_text())
+        for k in ("functional", "basis", "threads"):
+            if old.get(k) != json.loads(json.dumps(payload[k])):
+                raise SystemExit(f"--append: {k} differs from the results file")
+        payload["results"] = old["results"]
+        payload["load_before"] = old.get("load_before")
+        payload["elapsed_s_before"] = old.get("elapsed_s", 0.0) + old.get("elapsed_s_before", 0.0)
+    t_start = time.perf_counter()
+    print(f"functional: {fn.describe()}; threads {payload['threads']}", flush=True)
     for n in args.sizes:
-        mol = gto.M(atom=water_cluster(n), basis="def2-svp", verbose=0)
-        res = {}
+        res = payload["results"].setdefault(str(n), {})
         for m in args.methods:
-            res[m] = run(mol, fn if m == "CIDER" else m)
-        line = f"{n:3d} {mol.nao:5d} " + " ".join(f"{res[m][1]:10.2f}" for m in args.methods)
-        if "CIDER" in res:
-            tc = res["CIDER"][1]
-            ratio = lambda ref: f"{tc / res[ref][1]:9.2f}" if ref in res else f"{'-':>9s}"  # noqa
-            tim = res["CIDER"][4]
-            per = (tim["descriptors"] + tim["potential"]) / max(tim["calls"], 1)
-            line += (f"  {ratio('PBE')} {ratio('r2SCAN'):>12s} {ratio('PBE0'):>10s}"
-                     f" {res['CIDER'][2]:4d} {per:12.3f}")
-        print(line, flush=True)
-        for m in args.methods:
-            if not res[m][3]:
-                print(f"    warning: {m} did not converge for n={n}")
+            r = run_subprocess(n, m, args.basis, args.threads)
+            res[m] = r
+            extra = ""
+            if m == "CIDER":
+                extra = (f"  nonlocal/cycle {nonlocal_per_cycle(r):.3f} s, "
+                         f"{int(r['cider_timings']['calls'])} XC calls")
+            print(f"n={n:3d} {m:7s} {r['wall_s']:9.2f} s (CPU {r['cpu_s']:8.2f} s) "
+                  f"{r['cycles']:3d} cycles  "
+                  f"RSS {r['peak_rss_mb']:7.0f} MB  E={r['e_tot']:.8f}"
+                  f"{'' if r['converged'] else '  NOT CONVERGED'}{extra}", flush=True)
+            payload["load_after"] = [round(x, 2) for x in os.getloadavg()]
+            payload["elapsed_s"] = time.perf_counter() - t_start
+            write_results(payload, args.out)
+    print()
+    print(write_results(payload, args.out), end="")
+    print(f"(this run: {time.perf_counter() - t_start:.0f} s)")
+    if args.readme:
+        update_readme(args.out)
 
 
 if __name__ == "__main__":

@@ -142,9 +142,7 @@ class SolidGaussianSet:
             raise ValueError("a must have shape (nf, N)")
         G = np.zeros(a.shape)
         dG = np.zeros(a.shape)
-        _forward(coords, a, self.cartesian(c), self.centers, self.l, self.zeta,
-                 self.cart_off, CART_LX, CART_LY, CART_LZ, CART_START, self.groups,
-                 self.group_zmin, self.group_lmax, EXP_CUTOFF, G, dG)
+        self._run(MODE_FORWARD, coords, a, a, self.cartesian(c), G=G, dG=dG)
         return G, dG
 
     def convolve_adjoint(self, coords, a, u):
@@ -154,11 +152,9 @@ class SolidGaussianSet:
         u = np.ascontiguousarray(u, dtype=float)
         if u.shape != a.shape:
             raise ValueError("u and a must have the same shape")
-        out = np.zeros(self.ncart)
-        _adjoint(coords, a, u, self.centers, self.l, self.zeta, self.cart_off,
-                 CART_LX, CART_LY, CART_LZ, CART_START, self.groups, self.group_zmin,
-                 self.group_lmax, EXP_CUTOFF, out)
-        return self.TT @ out
+        out = np.zeros((NCHUNK, self.ncart))
+        self._run(MODE_ADJOINT, coords, a, u, np.zeros(0), out_c=out)
+        return self.TT @ out.sum(axis=0)
 
     def _check_u(self, coords, a, u):
         coords = np.ascontiguousarray(coords, dtype=float)
@@ -178,11 +174,9 @@ class SolidGaussianSet:
         is dE/dR_s when shell s alone moves (sum the rows of one atom for
         the force on the functions it carries)."""
         coords, a, u = self._check_u(coords, a, u)
-        out = np.zeros((len(self.l), 3))
-        _center_grad(coords, a, u, self.cartesian(c), self.centers, self.l, self.zeta,
-                     self.cart_off, CART_LX, CART_LY, CART_LZ, CART_START, CART_DIDX,
-                     self.groups, self.group_zmin, self.group_lmax, EXP_CUTOFF, out)
-        return out
+        out = np.zeros((NCHUNK, len(self.l), 3))
+        self._run(MODE_CENTER_GRAD, coords, a, u, self.cartesian(c), out_s=out)
+        return out.sum(axis=0)
 
     def point_gradient(self, coords, a, u, c):
         """Derivative of the same E with respect to each point r_g (at fixed
@@ -192,10 +186,27 @@ class SolidGaussianSet:
         -center_gradient().sum(0)."""
         coords, a, u = self._check_u(coords, a, u)
         out = np.zeros((len(coords), 3))
-        _point_grad(coords, a, u, self.cartesian(c), self.centers, self.l, self.zeta,
-                    self.cart_off, CART_LX, CART_LY, CART_LZ, CART_START, CART_DIDX,
-                    self.groups, self.group_zmin, self.group_lmax, EXP_CUTOFF, out)
+        self._run(MODE_POINT_GRAD, coords, a, u, self.cartesian(c), out_p=out)
         return out
+
+    def screen(self, coords, a):
+        """The (point block, centre group) pairs every kernel visits: CSR
+        arrays (ptr, idx), see :func:`_screen`."""
+        return _screen(coords, a, self.centers, self.groups, self.group_zmin, EXP_CUTOFF)
+
+    _EMPTY2 = np.zeros((0, 0))
+    _EMPTY3 = np.zeros((0, 0, 0))
+
+    def _run(self, mode, coords, a, u, coef, G=None, dG=None, out_c=None, out_s=None,
+             out_p=None):
+        ptr, idx = self.screen(coords, a)
+        e2, e3 = self._EMPTY2, self._EMPTY3
+        _kernel(mode, coords, a, u, coef, self.centers, self.l, self.zeta, self.cart_off,
+                CART_LX, CART_LY, CART_LZ, CART_START, CART_DIDX, self.groups,
+                self.group_lmax, ptr, idx, EXP_CUTOFF,
+                e2 if G is None else G, e2 if dG is None else dG,
+                e2 if out_c is None else out_c, e3 if out_s is None else out_s,
+                e2 if out_p is None else out_p)
 
 
 @numba.njit(cache=True, fastmath=True, error_model="numpy")
@@ -287,283 +298,255 @@ def _block_table(coords, a):
     return bsph
 
 
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
-def _point_far(a, g, zmin, d2, cutoff):
-    """True if even the most diffuse shell of a group is negligible at point g."""
-    ag = a[0, g]
-    for f in range(1, a.shape[0]):
-        if a[f, g] < ag:
-            ag = a[f, g]
-    return zmin * ag / (zmin + ag) * d2 > cutoff
+
+# ---------------------------------------------------------------------------
+# the fast kernels: one screening loop for all four
+# ---------------------------------------------------------------------------
+#: the shell-indexed outputs (adjoint, centre gradient) are summed per chunk of
+#: point blocks and the chunks added in a fixed order: results do not depend
+#: on the number of threads
+NCHUNK = 8
+
+MODE_FORWARD, MODE_ADJOINT, MODE_CENTER_GRAD, MODE_POINT_GRAD = 0, 1, 2, 3
+
+_LN2_HI = 0.693147180369123816490       # ln 2 = hi + lo (hi: 32 significant bits)
+_LN2_LO = 1.90821492927058770002e-10
+_LOG2E = 1.4426950408889634
+_POW2M = 2.0 ** -np.arange(80.0)         # 2^-m, m = 0..79 (exact; x >= -50 needs m <= 73)
 
 
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
-def _monomials(dx, dy, dz, lmax, lx, ly, lz, start, px, py, pz, mono):
-    """All Cartesian monomials x^i y^j z^k with i+j+k <= lmax into mono."""
-    px[0] = 1.0; py[0] = 1.0; pz[0] = 1.0
-    for k in range(1, lmax + 1):
-        px[k] = px[k - 1] * dx
-        py[k] = py[k - 1] * dy
-        pz[k] = pz[k - 1] * dz
-    for k in range(start[lmax + 1]):
-        mono[k] = px[lx[k]] * py[ly[k]] * pz[lz[k]]
-
-
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
-def _prefactor(af, za, l):
-    """(pi / (zeta + a))^{3/2} (a / (zeta + a))^l, with za = zeta + a."""
-    r = af / za
-    t = math.pi / za
-    pref = t * math.sqrt(t)
-    for k in range(l):
-        pref *= r
-    return pref
+@numba.njit(inline="always", fastmath={"contract"}, cache=True)
+def _exp_neg(x):
+    """exp(x) for -50 <= x <= 0 (clamped below) to ~2e-16 relative, branch
+    free so that loops over points vectorise: x = -m ln 2 + r with
+    |r| <= ln2 / 2, a degree-13 Taylor polynomial of exp(r) and 2^-m from an
+    exact table."""
+    x = max(x, -50.0)
+    m = math.floor(-x * _LOG2E + 0.5)
+    r = (x + m * _LN2_HI) + m * _LN2_LO
+    q = 1.0 / 6227020800.0
+    q = q * r + 1.0 / 479001600.0
+    q = q * r + 1.0 / 39916800.0
+    q = q * r + 1.0 / 3628800.0
+    q = q * r + 1.0 / 362880.0
+    q = q * r + 1.0 / 40320.0
+    q = q * r + 1.0 / 5040.0
+    q = q * r + 1.0 / 720.0
+    q = q * r + 1.0 / 120.0
+    q = q * r + 1.0 / 24.0
+    q = q * r + 1.0 / 6.0
+    q = q * r + 0.5
+    q = q * r + 1.0
+    q = q * r + 1.0
+    return q * _POW2M[int(m)]
 
 
 @numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
-def _forward(coords, a, coef, centers, ls, zetas, offs, lx, ly, lz, start,
-             grp, grp_zmin, grp_lmax, cutoff, G, dG):
-    """G[f, g] += sum_s K_s(r_g; a[f, g]) and dG/da; shells grouped by centre
-    (grp[i]..grp[i+1]) so that distances and monomials are shared."""
+def _screen(coords, a, centers, grp, grp_zmin, cutoff):
+    """THE screening of every kernel: which centre groups each block of
+    BLOCK points sees.  A group is kept for a block unless even its most
+    diffuse shell, convolved with the block's smallest exponent, is below
+    exp(-cutoff) on the whole bounding sphere of the block.  Returns CSR
+    arrays (ptr (nblk + 1,), idx): the groups of block b are
+    idx[ptr[b]:ptr[b + 1]].  Inside a kept (block, group) pair the kernels
+    drop every (point, shell, feature) term with
+    zeta a / (zeta + a) |r - R|^2 > cutoff, so the sums are the same as a
+    per-point test would give."""
     N = coords.shape[0]
-    nf = a.shape[0]
     nblk = (N + BLOCK - 1) // BLOCK
     ngrp = grp.shape[0] - 1
-    nmono = start[LMAX + 1]
-    # scratch is allocated outside the parallel loop and indexed by block:
-    # numba may hoist allocations out of a prange body and share them
-    scratch = np.empty((nblk, 3, LMAX + 1))
-    monos = np.empty((nblk, nmono))
+    keep = np.zeros((nblk, ngrp), dtype=np.bool_)
+    cnt = np.zeros(nblk + 1, dtype=np.int64)
     for b in numba.prange(nblk):
         p0 = b * BLOCK
         p1 = min(N, p0 + BLOCK)
-        px = scratch[b, 0]; py = scratch[b, 1]; pz = scratch[b, 2]
-        mono = monos[b]
         cx, cy, cz, rad = _block_sphere(coords, p0, p1)
         amin = _block_amin(a, p0, p1)
+        k = 0
         for ig in range(ngrp):
             zmin = grp_zmin[ig]
-            R = centers[grp[ig]]
-            if _shell_far(cx, cy, cz, rad, R, zmin * amin / (zmin + amin), cutoff):
-                continue
-            for g in range(p0, p1):
-                dx = coords[g, 0] - R[0]
-                dy = coords[g, 1] - R[1]
-                dz = coords[g, 2] - R[2]
-                d2 = dx * dx + dy * dy + dz * dz
-                if _point_far(a, g, zmin, d2, cutoff):
-                    continue
-                _monomials(dx, dy, dz, grp_lmax[ig], lx, ly, lz, start, px, py, pz, mono)
+            if not _shell_far(cx, cy, cz, rad, centers[grp[ig]],
+                              zmin * amin / (zmin + amin), cutoff):
+                keep[b, ig] = True
+                k += 1
+        cnt[b + 1] = k
+    ptr = np.cumsum(cnt)
+    idx = np.empty(ptr[-1], dtype=np.int64)
+    for b in numba.prange(nblk):
+        q = ptr[b]
+        for ig in range(ngrp):
+            if keep[b, ig]:
+                idx[q] = ig
+                q += 1
+    return ptr, idx
+
+
+@numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
+def _kernel(mode, coords, a, u, coef, centers, ls, zetas, offs, lx, ly, lz, start, didx,
+            grp, grp_lmax, ptr, idx, cutoff, G, dG, out_c, out_s, out_p):
+    """All four convolution kernels in one loop over the screened
+    (point block, centre group) pairs of :func:`_screen`; the work on the
+    points of a block is written as loops over the points (vectorised).
+
+    K_sf(r_g) = (pi / (zeta + a))^{3/2} (a / (zeta + a))^l
+                exp(-zeta a / (zeta + a) |r_g - R_s|^2),   a = a[f, g],
+    P_s(d) = sum_k coef_k x^i y^j z^k (the shell's Cartesian polynomial).
+
+    mode 0 (forward): G[f, g] += sum_s K_sf P_s, dG[f, g] += d/da of it;
+    mode 1 (adjoint): out_c[chunk, coef k of s] += sum_{g,f} u[f, g] K_sf mono_k;
+    mode 2 (centre gradient): out_s[chunk, s] += d/dR_s sum_{g,f} u K_sf P_s;
+    mode 3 (point gradient): out_p[g] += sum_{s,f} u[f, g] grad_r (K_sf P_s).
+    """
+    N = coords.shape[0]
+    nf = a.shape[0]
+    nblk = (N + BLOCK - 1) // BLOCK
+    nmono = start[LMAX + 1]
+    B = BLOCK
+    # scratch allocated outside the parallel loop and indexed by chunk
+    # (numba may hoist allocations out of a prange body and share them)
+    pw = np.empty((NCHUNK, 3, LMAX + 1, B))
+    monos = np.empty((NCHUNK, nmono, B))
+    dd = np.empty((NCHUNK, 4, B))
+    kv = np.empty((NCHUNK, nf, B))
+    tv = np.empty((NCHUNK, 6, B))
+    izv = np.empty((NCHUNK, nf, B))
+    iav = np.empty((NCHUNK, nf, B))
+    for ch in numba.prange(NCHUNK):
+        px = pw[ch, 0]; py = pw[ch, 1]; pz = pw[ch, 2]
+        mono = monos[ch]
+        dx = dd[ch, 0]; dy = dd[ch, 1]; dz = dd[ch, 2]; d2 = dd[ch, 3]
+        K = kv[ch]
+        t0 = tv[ch, 0]; t1 = tv[ch, 1]; t2 = tv[ch, 2]
+        t3 = tv[ch, 3]; t4 = tv[ch, 4]; t5 = tv[ch, 5]
+        IZ = izv[ch]
+        IA = iav[ch]
+        for b in range(ch, nblk, NCHUNK):
+            p0 = b * B
+            m = min(N, p0 + B) - p0
+            if mode == MODE_FORWARD:
+                for f in range(nf):
+                    for g in range(m):
+                        IA[f, g] = 1.0 / a[f, p0 + g]
+            for q in range(ptr[b], ptr[b + 1]):
+                ig = idx[q]
+                R = centers[grp[ig]]
+                for g in range(m):
+                    x = coords[p0 + g, 0] - R[0]
+                    y = coords[p0 + g, 1] - R[1]
+                    zz = coords[p0 + g, 2] - R[2]
+                    dx[g] = x; dy[g] = y; dz[g] = zz
+                    d2[g] = x * x + y * y + zz * zz
+                lmax = grp_lmax[ig]
+                for g in range(m):
+                    px[0, g] = 1.0; py[0, g] = 1.0; pz[0, g] = 1.0
+                for k in range(1, lmax + 1):
+                    for g in range(m):
+                        px[k, g] = px[k - 1, g] * dx[g]
+                        py[k, g] = py[k - 1, g] * dy[g]
+                        pz[k, g] = pz[k - 1, g] * dz[g]
+                for k in range(start[lmax + 1]):
+                    ix = lx[k]; iy = ly[k]; iz = lz[k]
+                    for g in range(m):
+                        mono[k, g] = px[ix, g] * py[iy, g] * pz[iz, g]
                 for s in range(grp[ig], grp[ig + 1]):
                     z = zetas[s]
                     l = ls[s]
                     i0 = start[l]
-                    poly = 0.0
+                    nc = start[l + 1] - i0
                     o = offs[s]
-                    for k in range(start[l + 1] - i0):
-                        poly += coef[o + k] * mono[i0 + k]
-                    if poly == 0.0:
-                        continue
+                    # kernel values of every feature at the block's points
                     for f in range(nf):
-                        af = a[f, g]
-                        za = z + af
-                        arg = z * af / za * d2
-                        if arg > cutoff:
-                            continue
-                        v = _prefactor(af, za, l) * math.exp(-arg) * poly
-                        G[f, g] += v
-                        dG[f, g] += v * (-1.5 / za + l * (1.0 / af - 1.0 / za)
-                                         - d2 * (z / za) ** 2)
-
-
-@numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
-def _adjoint(coords, a, u, centers, ls, zetas, offs, lx, ly, lz, start,
-             grp, grp_zmin, grp_lmax, cutoff, out):
-    """out[cart coef of shell s] += sum_{g, f} u[f, g] dK_s(r_g; a[f, g])/dc;
-    parallel over centre groups, which own disjoint output entries."""
-    N = coords.shape[0]
-    nf = a.shape[0]
-    nblk = (N + BLOCK - 1) // BLOCK
-    ngrp = grp.shape[0] - 1
-    nmono = start[LMAX + 1]
-    bsph = _block_table(coords, a)
-    # scratch allocated outside the parallel loop (numba may hoist allocations
-    # out of a prange body and share them between threads)
-    scratch = np.empty((ngrp, 3, LMAX + 1))
-    monos = np.empty((ngrp, nmono))
-    for ig in numba.prange(ngrp):
-        px = scratch[ig, 0]; py = scratch[ig, 1]; pz = scratch[ig, 2]
-        mono = monos[ig]
-        zmin = grp_zmin[ig]
-        R = centers[grp[ig]]
-        for b in range(nblk):
-            amin = bsph[b, 4]
-            if _shell_far(bsph[b, 0], bsph[b, 1], bsph[b, 2], bsph[b, 3], R,
-                          zmin * amin / (zmin + amin), cutoff):
-                continue
-            p0 = b * BLOCK
-            p1 = min(N, p0 + BLOCK)
-            for g in range(p0, p1):
-                dx = coords[g, 0] - R[0]
-                dy = coords[g, 1] - R[1]
-                dz = coords[g, 2] - R[2]
-                d2 = dx * dx + dy * dy + dz * dz
-                if _point_far(a, g, zmin, d2, cutoff):
-                    continue
-                have_mono = False
-                for s in range(grp[ig], grp[ig + 1]):
-                    z = zetas[s]
-                    l = ls[s]
-                    w = 0.0
+                        Kf = K[f]
+                        af_ = a[f, p0:p0 + m]
+                        for g in range(m):
+                            af = af_[g]
+                            iza = 1.0 / (z + af)
+                            r = af * iza
+                            t = math.pi * iza
+                            arg = z * r * d2[g]
+                            live = 1.0 if arg <= cutoff else 0.0
+                            Kf[g] = live * t * math.sqrt(t) * _exp_neg(-arg)
+                            t5[g] = r
+                            IZ[f, g] = iza
+                        for k in range(l):
+                            for g in range(m):
+                                Kf[g] *= t5[g]
+                    if mode == MODE_ADJOINT:
+                        for g in range(m):
+                            t0[g] = 0.0
+                        for f in range(nf):
+                            for g in range(m):
+                                t0[g] += u[f, p0 + g] * K[f, g]
+                        for k in range(nc):
+                            acc = 0.0
+                            for g in range(m):
+                                acc += t0[g] * mono[i0 + k, g]
+                            out_c[ch, o + k] += acc
+                        continue
+                    # the shell's polynomial (and its gradient for modes 2, 3)
+                    for g in range(m):
+                        t0[g] = 0.0
+                    if mode == MODE_FORWARD:
+                        for k in range(nc):
+                            ck = coef[o + k]
+                            for g in range(m):
+                                t0[g] += ck * mono[i0 + k, g]
+                        for f in range(nf):
+                            Gf = G[f, p0:p0 + m]
+                            dGf = dG[f, p0:p0 + m]
+                            Kf = K[f]
+                            IZf = IZ[f]
+                            IAf = IA[f]
+                            for g in range(m):
+                                v = Kf[g] * t0[g]
+                                Gf[g] += v
+                                iza = IZf[g]
+                                zr = z * iza
+                                dGf[g] += v * (-1.5 * iza + l * (IAf[g] - iza) - d2[g] * zr * zr)
+                        continue
+                    for g in range(m):
+                        t1[g] = 0.0; t2[g] = 0.0; t3[g] = 0.0
+                    for k in range(nc):
+                        ck = coef[o + k]
+                        mk = i0 + k
+                        for g in range(m):
+                            t0[g] += ck * mono[mk, g]
+                        if lx[mk] > 0:
+                            cx = ck * lx[mk]
+                            j = didx[0, mk]
+                            for g in range(m):
+                                t1[g] += cx * mono[j, g]
+                        if ly[mk] > 0:
+                            cy = ck * ly[mk]
+                            j = didx[1, mk]
+                            for g in range(m):
+                                t2[g] += cy * mono[j, g]
+                        if lz[mk] > 0:
+                            cz = ck * lz[mk]
+                            j = didx[2, mk]
+                            for g in range(m):
+                                t3[g] += cz * mono[j, g]
+                    # W0 = sum_f u K, W1 = sum_f u 2 beta K (beta = zeta a / (zeta + a))
+                    for g in range(m):
+                        t4[g] = 0.0; t5[g] = 0.0
                     for f in range(nf):
-                        af = a[f, g]
-                        za = z + af
-                        arg = z * af / za * d2
-                        if arg > cutoff or u[f, g] == 0.0:
-                            continue
-                        w += u[f, g] * _prefactor(af, za, l) * math.exp(-arg)
-                    if w == 0.0:
-                        continue
-                    if not have_mono:
-                        _monomials(dx, dy, dz, grp_lmax[ig], lx, ly, lz, start,
-                                   px, py, pz, mono)
-                        have_mono = True
-                    i0 = start[l]
-                    o = offs[s]
-                    for k in range(start[l + 1] - i0):
-                        out[o + k] += w * mono[i0 + k]
-
-
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
-def _poly_grad(coef, o, l, start, lx, ly, lz, didx, mono):
-    """P(d) = sum_k coef[o + k] mono_k and its gradient (from the monomial
-    table of degree <= l)."""
-    i0 = start[l]
-    p = 0.0; gx = 0.0; gy = 0.0; gz = 0.0
-    for k in range(start[l + 1] - i0):
-        ck = coef[o + k]
-        if ck == 0.0:
-            continue
-        m = i0 + k
-        p += ck * mono[m]
-        if lx[m] > 0:
-            gx += ck * lx[m] * mono[didx[0, m]]
-        if ly[m] > 0:
-            gy += ck * ly[m] * mono[didx[1, m]]
-        if lz[m] > 0:
-            gz += ck * lz[m] * mono[didx[2, m]]
-    return p, gx, gy, gz
-
-
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
-def _shell_weights(a, u, g, z, l, d2, cutoff):
-    """W0 = sum_f u K_f / P and W1 = sum_f u 2 beta_f K_f / P at point g, so
-    that sum_f u[f, g] grad_d K_f = W0 grad P - W1 d P."""
-    w0 = 0.0; w1 = 0.0
-    for f in range(a.shape[0]):
-        uf = u[f, g]
-        if uf == 0.0:
-            continue
-        af = a[f, g]
-        za = z + af
-        beta = z * af / za
-        arg = beta * d2
-        if arg > cutoff:
-            continue
-        v = uf * _prefactor(af, za, l) * math.exp(-arg)
-        w0 += v
-        w1 += 2.0 * beta * v
-    return w0, w1
-
-
-@numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
-def _center_grad(coords, a, u, coef, centers, ls, zetas, offs, lx, ly, lz, start, didx,
-                 grp, grp_zmin, grp_lmax, cutoff, out):
-    """out[s] += d/dR_s sum_{f,g} u[f, g] K_s(r_g - R_s; a[f, g]) =
-    -sum u grad_d K_s; parallel over centre groups (disjoint outputs)."""
-    N = coords.shape[0]
-    nblk = (N + BLOCK - 1) // BLOCK
-    ngrp = grp.shape[0] - 1
-    nmono = start[LMAX + 1]
-    bsph = _block_table(coords, a)
-    scratch = np.empty((ngrp, 3, LMAX + 1))
-    monos = np.empty((ngrp, nmono))
-    for ig in numba.prange(ngrp):
-        px = scratch[ig, 0]; py = scratch[ig, 1]; pz = scratch[ig, 2]
-        mono = monos[ig]
-        zmin = grp_zmin[ig]
-        R = centers[grp[ig]]
-        for b in range(nblk):
-            amin = bsph[b, 4]
-            if _shell_far(bsph[b, 0], bsph[b, 1], bsph[b, 2], bsph[b, 3], R,
-                          zmin * amin / (zmin + amin), cutoff):
-                continue
-            p0 = b * BLOCK
-            p1 = min(N, p0 + BLOCK)
-            for g in range(p0, p1):
-                dx = coords[g, 0] - R[0]
-                dy = coords[g, 1] - R[1]
-                dz = coords[g, 2] - R[2]
-                d2 = dx * dx + dy * dy + dz * dz
-                if _point_far(a, g, zmin, d2, cutoff):
-                    continue
-                have_mono = False
-                for s in range(grp[ig], grp[ig + 1]):
-                    w0, w1 = _shell_weights(a, u, g, zetas[s], ls[s], d2, cutoff)
-                    if w0 == 0.0 and w1 == 0.0:
-                        continue
-                    if not have_mono:
-                        _monomials(dx, dy, dz, grp_lmax[ig], lx, ly, lz, start,
-                                   px, py, pz, mono)
-                        have_mono = True
-                    p, gx, gy, gz = _poly_grad(coef, offs[s], ls[s], start, lx, ly, lz,
-                                               didx, mono)
-                    out[s, 0] -= w0 * gx - w1 * dx * p
-                    out[s, 1] -= w0 * gy - w1 * dy * p
-                    out[s, 2] -= w0 * gz - w1 * dz * p
-
-
-@numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
-def _point_grad(coords, a, u, coef, centers, ls, zetas, offs, lx, ly, lz, start, didx,
-                grp, grp_zmin, grp_lmax, cutoff, out):
-    """out[g] += sum_{f,s} u[f, g] grad_r K_s(r_g - R_s; a[f, g]); parallel
-    over point blocks (disjoint outputs)."""
-    N = coords.shape[0]
-    nblk = (N + BLOCK - 1) // BLOCK
-    ngrp = grp.shape[0] - 1
-    nmono = start[LMAX + 1]
-    scratch = np.empty((nblk, 3, LMAX + 1))
-    monos = np.empty((nblk, nmono))
-    for b in numba.prange(nblk):
-        p0 = b * BLOCK
-        p1 = min(N, p0 + BLOCK)
-        px = scratch[b, 0]; py = scratch[b, 1]; pz = scratch[b, 2]
-        mono = monos[b]
-        cx, cy, cz, rad = _block_sphere(coords, p0, p1)
-        amin = _block_amin(a, p0, p1)
-        for ig in range(ngrp):
-            zmin = grp_zmin[ig]
-            R = centers[grp[ig]]
-            if _shell_far(cx, cy, cz, rad, R, zmin * amin / (zmin + amin), cutoff):
-                continue
-            for g in range(p0, p1):
-                dx = coords[g, 0] - R[0]
-                dy = coords[g, 1] - R[1]
-                dz = coords[g, 2] - R[2]
-                d2 = dx * dx + dy * dy + dz * dz
-                if _point_far(a, g, zmin, d2, cutoff):
-                    continue
-                have_mono = False
-                for s in range(grp[ig], grp[ig + 1]):
-                    w0, w1 = _shell_weights(a, u, g, zetas[s], ls[s], d2, cutoff)
-                    if w0 == 0.0 and w1 == 0.0:
-                        continue
-                    if not have_mono:
-                        _monomials(dx, dy, dz, grp_lmax[ig], lx, ly, lz, start,
-                                   px, py, pz, mono)
-                        have_mono = True
-                    p, gx, gy, gz = _poly_grad(coef, offs[s], ls[s], start, lx, ly, lz,
-                                               didx, mono)
-                    out[g, 0] += w0 * gx - w1 * dx * p
-                    out[g, 1] += w0 * gy - w1 * dy * p
-                    out[g, 2] += w0 * gz - w1 * dz * p
+                        for g in range(m):
+                            af = a[f, p0 + g]
+                            v = u[f, p0 + g] * K[f, g]
+                            t4[g] += v
+                            t5[g] += 2.0 * z * af / (z + af) * v
+                    # sum_f u grad_d (K P) = W0 grad P - W1 d P
+                    if mode == MODE_CENTER_GRAD:
+                        sx = 0.0; sy = 0.0; sz = 0.0
+                        for g in range(m):
+                            sx += t4[g] * t1[g] - t5[g] * dx[g] * t0[g]
+                            sy += t4[g] * t2[g] - t5[g] * dy[g] * t0[g]
+                            sz += t4[g] * t3[g] - t5[g] * dz[g] * t0[g]
+                        out_s[ch, s, 0] -= sx
+                        out_s[ch, s, 1] -= sy
+                        out_s[ch, s, 2] -= sz
+                    else:
+                        for g in range(m):
+                            out_p[p0 + g, 0] += t4[g] * t1[g] - t5[g] * dx[g] * t0[g]
+                            out_p[p0 + g, 1] += t4[g] * t2[g] - t5[g] * dy[g] * t0[g]
+                            out_p[p0 + g, 2] += t4[g] * t3[g] - t5[g] * dz[g] * t0[g]

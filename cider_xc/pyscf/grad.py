@@ -197,6 +197,8 @@ def get_vxc(ni, mol, grids, fn, dms, grid_response=False, max_memory=2000,
     """
     log = logger.new_logger(mol, verbose)
     t0 = (logger.process_clock(), logger.perf_counter())
+    mo_coeff = getattr(dms, "mo_coeff", None)
+    mo_occ = getattr(dms, "mo_occ", None)
     dms = np.asarray(dms)
     restricted = dms.ndim == 2
     dm_sets = dms[None] if restricted else dms
@@ -209,7 +211,17 @@ def get_vxc(ni, mol, grids, fn, dms, grid_response=False, max_memory=2000,
     gset = proj.gaussians
     spin_fac = 2.0 if nspin == 2 else 1.0
     coefs = [spin_fac * proj.coefficients(d) for d in dm_sets]
-    make_rho = ni._gen_rho_evaluator(mol, dm_sets, 1, False, grids)[0]
+    rho_dms = dm_sets
+    if mo_coeff is not None and mo_occ is not None:
+        # the SCF's orbitals (RKS, UKS): the density on the grid from the
+        # occupied orbitals, as PySCF's own gradients do
+        mo_coeff = np.asarray(mo_coeff)
+        mo_occ = np.asarray(mo_occ)
+        if restricted and mo_coeff.ndim == 2 and mo_occ.ndim == 1:
+            rho_dms = lib.tag_array(dm_sets, mo_coeff=mo_coeff[None], mo_occ=mo_occ[None])
+        elif not restricted and mo_coeff.ndim == 3 and mo_occ.ndim == 2:
+            rho_dms = lib.tag_array(dm_sets, mo_coeff=mo_coeff, mo_occ=mo_occ)
+    make_rho = ni._gen_rho_evaluator(mol, rho_dms, 1, False, grids)[0]
     stock = ni._stock
     ao_loc = mol.ao_loc_nr()
     shl_atom = _shell_atoms(proj.auxmol)

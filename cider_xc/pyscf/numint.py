@@ -163,8 +163,7 @@ class CiderNumInt(numint.NumInt):
     @property
     def timings(self):
         """Accumulated wall times (s) of the CIDER steps and the call count."""
-        return dict(self._cache.get("timings", {"calls": 0, "descriptors": 0.0,
-                                                "potential": 0.0, "semilocal": 0.0}))
+        return dict(self._cache.get("timings", _new_timings()))
 
     def _xc_type(self, xc_code):
         if self._is_cider(xc_code):
@@ -250,14 +249,17 @@ class CiderNumInt(numint.NumInt):
         if not self._is_cider(xc_code):
             return super().nr_rks(mol, grids, xc_code, dms, relativity, hermi,
                                   max_memory, verbose)
+        if getattr(dms, "ndim", None) == 2:
+            # keep PySCF's mo_coeff/mo_occ tags: the density on the grid then
+            # comes from the occupied orbitals (eval_rho2), as for any functional
+            n, e, v = self._nr_cider(mol, grids, xc_code, [dms], hermi, max_memory,
+                                     verbose)
+            return n[0], e, v[0]
         dms = np.asarray(dms)
         nao = dms.shape[-1]
         dm_sets = dms.reshape(-1, nao, nao)
-        out = [self._nr_cider(mol, grids, xc_code, dm[None], hermi, max_memory, verbose)
+        out = [self._nr_cider(mol, grids, xc_code, [dm], hermi, max_memory, verbose)
                for dm in dm_sets]
-        if dms.ndim == 2:
-            n, e, v = out[0]
-            return n[0], e, v[0]
         return (np.array([o[0][0] for o in out]), np.array([o[1] for o in out]),
                 np.array([o[2][0] for o in out]).reshape(dms.shape))
 
@@ -268,13 +270,17 @@ class CiderNumInt(numint.NumInt):
                                   max_memory, verbose)
         dma, dmb = numint._format_uks_dm(dms)
         nao = dma.shape[-1]
+        if dma.ndim == 2:
+            # tagged with mo_coeff/mo_occ by _format_uks_dm when PySCF gave them
+            return self._nr_cider(mol, grids, xc_code, [dma, dmb], hermi, max_memory,
+                                  verbose)
         dma = np.asarray(dma)
         dmb = np.asarray(dmb)
-        single = dma.ndim == 2
+        single = False
         dma = dma.reshape(-1, nao, nao)
         dmb = dmb.reshape(-1, nao, nao)
-        out = [self._nr_cider(mol, grids, xc_code, np.array([a, b]), hermi, max_memory,
-                              verbose) for a, b in zip(dma, dmb)]
+        out = [self._nr_cider(mol, grids, xc_code, [a, b], hermi, max_memory, verbose)
+               for a, b in zip(dma, dmb)]
         if single:
             return out[0]
         nelec = np.array([o[0] for o in out]).T
@@ -285,21 +291,26 @@ class CiderNumInt(numint.NumInt):
     def _nr_cider(self, mol, grids, fn, dms, hermi, max_memory, verbose):
         """Energy and potential for one set of spin density matrices.
 
-        dms : (nspin, nao, nao); nspin = 1 (RKS, total density) or 2.
+        dms : list of nspin (nao, nao) arrays; nspin = 1 (RKS, total density)
+        or 2.  Arrays tagged with mo_coeff/mo_occ (as PySCF's SCF passes them)
+        let the grid density come from the occupied orbitals.
         Returns nelec (nspin,), exc, vmat (nspin, nao, nao)."""
         if getattr(mol, "a", None) is not None and hasattr(mol, "lattice_vectors"):
             raise NotImplementedError(
                 "cider_xc: periodic pyscf.pbc calculations are not supported; "
                 "use cider_xc.gpaw for solids")
         log = logger.new_logger(mol, verbose)
-        if not np.all(np.isfinite(dms)):
+        if not all(np.all(np.isfinite(dm)) for dm in dms):
             raise ValueError("cider_xc: the density matrix contains NaN or inf")
-        nspin, nao = dms.shape[0], dms.shape[-1]
+        nspin, nao = len(dms), dms[0].shape[-1]
         t_start = (logger.process_clock(), logger.perf_counter())
         proj = self.projector(mol)
         gset = proj.gaussians
+        times = _new_timings()
+        clock = _Clock(times)
         spin_fac = 2.0 if nspin == 2 else 1.0      # closed-shell density 2 n_sigma
         coefs = [spin_fac * proj.coefficients(dm) for dm in dms]
+        clock.lap("fit")
         make_rho = [self._gen_rho_evaluator(mol, dm, hermi, False, grids)[0] for dm in dms]
         cx = fn.cider_x
 
@@ -312,22 +323,22 @@ class CiderNumInt(numint.NumInt):
         vmat = np.zeros((nspin, nao, nao))
         v1 = np.zeros((nspin, nao, nao))
         dE_dc = np.zeros((nspin, proj.naux))
-        times = {"descriptors": 0.0, "semilocal": 0.0}
-        t_pot = 0.0
         aow = None
+        clock.lap("other")
         for ao, mask, weight, coords in self.block_loop(mol, grids, nao, 1,
                                                         max_memory=max_memory):
             rhos = np.array([mr(0, ao, mask, "MGGA") for mr in make_rho])  # (nspin,5,N)
             _check_density(rhos)
             nelec += rhos[:, 0] @ weight
+            clock.lap("ao")
             e, wv, feats = block_terms(fn, self._stock, rhos, weight, coords, gset, coefs,
                                        times)
             excsum += np.dot(weight, e)
-            t0 = logger.perf_counter()
+            clock.reset()
             for s, f in enumerate(feats):
                 if f is not None:      # dE/dc_s = spin_fac dE/dc' (c' = spin_fac c_s)
                     dE_dc[s] += spin_fac * gset.convolve_adjoint(coords, *f)
-            t_pot += logger.perf_counter() - t0
+            clock.lap("adjoint")
             for s in range(nspin):
                 w = wv[s]
                 w[0] *= 0.5   # for v + v.T
@@ -336,23 +347,68 @@ class CiderNumInt(numint.NumInt):
                 _dot_ao_ao_sparse(ao[0], aow, None, nbins, mask, pair_mask, ao_loc,
                                   hermi=0, out=vmat[s])
                 _tau_dot_sparse(ao, ao, w[4], nbins, mask, pair_mask, ao_loc, out=v1[s])
+            clock.lap("ao")     # (the next block's AO values are evaluated from here)
         vmat = lib.hermi_sum(vmat, axes=(0, 2, 1)) + v1
-        t0 = logger.perf_counter()
+        clock.lap("ao")
         if cx != 0.0:
             for s in range(nspin):
                 vmat[s] += proj.potential(dE_dc[s])
-        t_pot += logger.perf_counter() - t0
-        tim = self._cache.setdefault("timings", {"calls": 0, "descriptors": 0.0,
-                                                 "potential": 0.0, "semilocal": 0.0})
-        tim["calls"] += 1
-        tim["descriptors"] += times["descriptors"]
-        tim["potential"] += t_pot
-        tim["semilocal"] += times["semilocal"]
-        log.info("CIDER %s: E_xc = %.12g; descriptors %.3f s, nonlocal potential "
-                 "%.3f s, semilocal part %.3f s", fn.name, excsum, times["descriptors"],
-                 t_pot, times["semilocal"])
+        clock.lap("fit")
+        for c in ("", "cpu_"):
+            times[c + "descriptors"] = times[c + "features"] + times[c + "model"]
+            times[c + "potential"] = times[c + "adjoint"] + times[c + "fit"]
+        times["calls"] = 1
+        times["total"] = logger.perf_counter() - t_start[1]
+        times["cpu_total"] = logger.process_clock() - t_start[0]
+        tim = self._cache.setdefault("timings", _new_timings())
+        for k, v in times.items():
+            tim[k] += v
+        log.info("CIDER %s: E_xc = %.12g; descriptors %.3f s (features %.3f, model "
+                 "%.3f), nonlocal potential %.3f s (adjoint %.3f, fit D->c and back "
+                 "%.3f), semilocal part %.3f s, AO work %.3f s", fn.name, excsum,
+                 times["descriptors"], times["features"], times["model"],
+                 times["potential"], times["adjoint"], times["fit"], times["semilocal"],
+                 times["ao"])
         log.timer("CIDER nr_%s" % ("rks" if nspin == 1 else "uks"), *t_start)
         return nelec, excsum, vmat
+
+
+#: what CiderNumInt.timings accumulates (wall seconds; "calls" counts the
+#: nr_rks/nr_uks calls): features = exponents + forward convolution, model =
+#: F_x and its chain rule, adjoint = dE/dG -> dE/dc, fit = D -> c and
+#: dE/dc -> V, semilocal = libxc part, ao = density on the grid and the AO
+#: contraction of the potential (with the AO values); descriptors =
+#: features + model and potential = adjoint + fit, as in earlier releases
+TIMING_KEYS = ("calls", "total", "features", "model", "adjoint", "fit", "semilocal",
+               "ao", "other", "descriptors", "potential")
+
+
+def _new_timings():
+    """Wall times (keys of TIMING_KEYS) and CPU times of this process
+    ("cpu_" + key: all threads together; on one thread of an idle machine
+    the same as the wall time, on a loaded one the more robust number)."""
+    t = {k: (0 if k == "calls" else 0.0) for k in TIMING_KEYS}
+    t.update({"cpu_" + k: 0.0 for k in TIMING_KEYS if k != "calls"})
+    return t
+
+
+class _Clock:
+    """Adds the wall and CPU time since the last lap/reset to timings[key]
+    and timings["cpu_" + key]."""
+
+    def __init__(self, timings):
+        self.timings = timings
+        self.reset()
+
+    def reset(self):
+        self.w = logger.perf_counter()
+        self.c = logger.process_clock()
+
+    def lap(self, key):
+        w, c = logger.perf_counter(), logger.process_clock()
+        self.timings[key] += w - self.w
+        self.timings["cpu_" + key] += c - self.c
+        self.w, self.c = w, c
 
 
 def block_terms(fn, stock, rhos, weight, coords, gset, coefs, timings=None):
@@ -365,8 +421,8 @@ def block_terms(fn, stock, rhos, weight, coords, gset, coefs, timings=None):
     nspin = 1).  Returns e (N,) energy per volume, wv (nspin, 5, N) = w dE/d(n,
     grad n, tau) per spin, and per spin (a, uG) with uG = dE/dG (weights
     included) for the features built from coefs[s] (None when there is no
-    CIDER part).  timings: optional dict; its "descriptors" and "semilocal"
-    entries get the wall time of the two parts added.
+    CIDER part).  timings: optional dict; its "features", "model" and
+    "semilocal" entries get the wall times of these parts added.
     """
     nspin, _, ngb = rhos.shape
     spin_fac = 2.0 if nspin == 2 else 1.0      # closed-shell density 2 n_sigma
@@ -375,20 +431,23 @@ def block_terms(fn, stock, rhos, weight, coords, gset, coefs, timings=None):
     e = np.zeros(ngb)
     wv = np.zeros((nspin, 5, ngb))
     feats = [None] * nspin
-    t0 = logger.perf_counter()
+    clock = _Clock(timings if timings is not None else _new_timings())
     for s in range(nspin if cx != 0.0 else 0):
+        clock.reset()
         r2 = spin_fac * rhos[s]
         n, grad, tau = r2[0], r2[1:4], r2[4]
         sigma = np.einsum("xg,xg->g", grad, grad)
         a, a_derivs = fn.chain.exponents(n, sigma, tau)
         G, dG_da = gset.convolve(coords, a, coefs[s])
+        clock.lap("features")
         res = fn.exchange(n, sigma, tau, G, dG_da, a_derivs)
+        clock.lap("model")
         e += cx * e_fac * res.exc
         wv[s, 0] += cx * weight * res.vrho
         wv[s, 1:4] += cx * 2.0 * weight * res.vsigma * grad
         wv[s, 4] += cx * weight * res.vtau
         feats[s] = (a, cx * e_fac * weight * res.vG)
-    t1 = logger.perf_counter()
+    clock.reset()
     sl_code = fn.semilocal_xc
     sl_type = stock._xc_type(sl_code) if sl_code else "HF"
     if sl_type != "HF":          # "HF": exact exchange only, nothing on the grid
@@ -402,9 +461,7 @@ def block_terms(fn, stock, rhos, weight, coords, gset, coefs, timings=None):
         e += rhos[:, 0].sum(axis=0) * exc
         vxc = np.asarray(vxc).reshape(nspin, -1, ngb)
         wv[:, :vxc.shape[1]] += weight * vxc
-    if timings is not None:
-        timings["descriptors"] += t1 - t0
-        timings["semilocal"] += logger.perf_counter() - t1
+    clock.lap("semilocal")
     return e, wv, feats
 
 
