@@ -56,11 +56,12 @@ def _is_cider(ks_grad):
 
 
 def _check_supported(ks_grad):
-    mf = ks_grad.base
-    if getattr(mf, "with_x2c", None):
-        raise NotImplementedError(
-            "cider_xc: nuclear gradients with X2C are not implemented for CIDER "
-            "functionals")
+    """Nothing to refuse at present: spin-free X2C (``mf.x2c()``) changes only
+    the core Hamiltonian, whose gradient PySCF's X2C gradient classes supply;
+    the XC part is the one below (tested against finite differences).  The
+    two-component pyscf.x2c.RKS/UKS never get a CIDER functional (see
+    :func:`cider_xc.pyscf.hook.check_supported`)."""
+    return None
 
 
 def _pulay(vmat, mol, ao, wv, mask, ao_loc):

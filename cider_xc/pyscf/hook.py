@@ -9,8 +9,8 @@ density-fitted variants):
   that names a CIDER functional (:func:`cider_from_string`: a shipped name in
   any case, a model path, or the ``str(fn)`` form) is loaded first; for a
   :class:`~cider_xc.model.CiderFunctional` it checks that the method is
-  supported (molecular RKS/UKS/ROKS, also X2C and symmetry-adapted; not
-  pyscf.pbc or GKS).
+  supported (molecular RKS/UKS/ROKS, also spin-free X2C and symmetry-adapted;
+  not pyscf.pbc, GKS or two-component X2C).
 * ``_numint``: returns the stored NumInt, except that while ``xc`` holds a
   CIDER functional it returns (and stores) a
   :class:`~cider_xc.pyscf.numint.CiderNumInt` wrapping the stock one, and
