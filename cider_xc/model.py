@@ -518,8 +518,13 @@ class CiderFunctional:
             parts.append(self.semilocal_xc)
         return " + ".join(parts)
 
-    def with_composition(self, *, exchange_only=False, cider_x=None, semilocal_xc=None):
-        """A copy with another composition (same descriptors and F_x)."""
+    def with_composition(self, *, exchange_only=False, cider_x=None, semilocal_xc=None,
+                         validate=True):
+        """A copy with another composition (same descriptors and F_x).
+
+        An overriding ``semilocal_xc`` is checked with PySCF's libxc parser
+        (:func:`check_semilocal_xc`) unless ``validate=False`` (the GPAW
+        plugin, which parses it itself and must not import PySCF)."""
         if exchange_only:
             if cider_x is not None or semilocal_xc is not None:
                 raise ValueError("exchange_only=True excludes cider_x/semilocal_xc")
@@ -527,9 +532,9 @@ class CiderFunctional:
         else:
             cx = self.cider_x if cider_x is None else cider_x
             sl = self.semilocal_xc if semilocal_xc is None else semilocal_xc
-        if semilocal_xc is not None:
+        if semilocal_xc is not None and validate:
             # an override is checked here; a model file's own string was
-            # checked when it was made (and GPAW-only use must not import PySCF)
+            # checked when it was made
             check_semilocal_xc(semilocal_xc)
         return CiderFunctional(self.settings, self.fx, cx, sl, self.name, self.header,
                                self.gp, self.bound, self.gate, self.source)

@@ -21,8 +21,9 @@ def _plugin_ex(mol, grids, dm, fn):
 
 @pytest.mark.parametrize("name", list(SYSTEMS))
 def test_training_features_times_fx_equal_plugin_exchange(name):
-    """sum_g w_e (F_x^PBE + f_ML(x)) from the per-point training features is
-    the plugin's E_x^CIDER of the same density matrix on the same grid."""
+    """sum_g w_e F_x(x) (F_x = T(F_x^PBE + g f_ML), as the model forms it) from
+    the per-point training features is the plugin's E_x^CIDER of the same
+    density matrix on the same grid."""
     atom, spin = SYSTEMS[name]
     mol = gto.M(atom=atom, basis="6-31g", spin=spin, verbose=0)
     mf = (dft.UKS if spin else dft.RKS)(mol)
@@ -32,7 +33,8 @@ def test_training_features_times_fx_equal_plugin_exchange(name):
     dm = mf.make_rdm1()
     fn = cider_xc.load()
     chans = spin_channel_features(mol, mf.grids, dm, fn.settings, min_weight=0.0)
-    e_train = sum(float(c["we"] @ (c["fpbe"] + fn.fx(c["x"])[0])) for c in chans)
+    assert fn.bound is not None and fn.gate is not None      # the shipped form
+    e_train = sum(float(c["we"] @ fn.enhancement(c["x"], fpbe=c["fpbe"])[0]) for c in chans)
     e_plugin = _plugin_ex(mol, mf.grids, dm, fn)
     assert abs(e_train - e_plugin) < 1e-11 * abs(e_plugin), (e_train, e_plugin)
     # the PBE part alone is PBE exchange (libxc) on the same grid

@@ -320,7 +320,8 @@ class CiderXC(MGGA):
                 "file with functional=cider_xc.load_model(path)")
         functional = functional.with_composition(
             cider_x=float(d.get("cider_x", functional.cider_x)),
-            semilocal_xc=d.get("semilocal_xc", functional.semilocal_xc) or "")
+            semilocal_xc=d.get("semilocal_xc", functional.semilocal_xc) or "",
+            validate=False)     # parse_semilocal checks it; no PySCF on the GPAW path
         obj = cls(functional, exponent_ratio=float(d.get("exponent_ratio", 1.3)),
                   stencil=int(d.get("stencil", 2)), onsite=str(d.get("onsite", "local")),
                   paw_features=str(d.get("paw_features", "local")),
