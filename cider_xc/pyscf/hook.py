@@ -129,7 +129,8 @@ def cider_from_string(xc):
         if sl is not None:
             check_semilocal_xc(sl)
         return CiderFunctional(base.settings, base.fx, float(m.group(1)), sl, base.name,
-                               base.header, base.gp, base.source)
+                               base.header, base.gp, bound=base.bound, gate=base.gate,
+                               source=base.source)
     return xc
 
 
