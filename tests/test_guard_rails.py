@@ -54,7 +54,11 @@ def test_reference_data_exchange_equals_plugin(tmp_path):
     xyz = tmp_path / "OH.xyz"
     xyz.write_text("2\n\nO 0 0 0\nH 0 0 0.971\n")
     (sysm,) = systems.resolve([str(xyz)])
-    attrs, arrays = reference.compute(sysm, fn.settings, ref)
+    # one thread: the two SCFs below must be bit-identical (with threaded
+    # sums they differ at 1e-10 in the density, about 1e-10 relative in E_x)
+    from pyscf import lib
+    with lib.with_omp_threads(1):
+        attrs, arrays = reference.compute(sysm, fn.settings, ref)
     e_train = fit.evaluate_exchange(fn, {"OH": (attrs, arrays)})["systems"]["OH"]["cider"]
     # the same SCF again, for its density matrix and grid
     mol = sysm.to_mol(ref.basis)
@@ -62,7 +66,8 @@ def test_reference_data_exchange_equals_plugin(tmp_path):
     mf.xc = ref.xc
     mf.grids.level = ref.grid_level
     mf.conv_tol = ref.conv_tol
-    mf.kernel()
+    with lib.with_omp_threads(1):
+        mf.kernel()
     assert abs(mf.e_tot - attrs["e_tot"]) < 1e-9
     e_plugin = _plugin_ex(mol, mf.grids, mf.make_rdm1(), fn)
     # (min_weight=0: every point stored; the default 1e-12 drops points worth
