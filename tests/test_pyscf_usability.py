@@ -35,7 +35,11 @@ def _energy(mol, xc, unrestricted=False, density_fit=False, level=2):
     if density_fit:
         mf = mf.density_fit()
     mf.conv_tol = 1e-10
-    e = mf.kernel()
+    # one thread: compared SCFs take the same path (threaded sums made the
+    # open-shell OH runs land 4e-8 Hartree apart on its flat pi rotations)
+    from pyscf import lib
+    with lib.with_omp_threads(1):
+        e = mf.kernel()
     assert mf.converged
     return e, mf
 
