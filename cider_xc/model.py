@@ -604,6 +604,59 @@ class CiderFunctional:
             out[i:i + 8192] = amp - np.einsum("nc,nc->n", K @ A, K)
         return np.sqrt(np.maximum(out, 0.0))
 
+    def gated_uncertainty(self, x):
+        """GP standard deviation of the learned part as it enters F_x: the
+        posterior std of f_ML times the tail gate (where the gate hands the
+        point to PBE, the model's uncertainty does not matter)."""
+        std = self.uncertainty(x)
+        if self.gate is not None:
+            std = std * self.gate.factor(np.asarray(x, dtype=float))[0]
+        return std
+
+    #: out-of-domain warning defaults for a model file without calibrated thresholds
+    DEFAULT_WEIGHT_FRACTION = 0.02
+
+    def domain_thresholds(self):
+        """(point std threshold, weight fraction) of the out-of-domain warning:
+        the calibrated values of the model header ("domain"), else half the
+        prior standard deviation and 2%."""
+        dom = self.header.get("domain", {}) if self.header else {}
+        thr = dom.get("point_std")
+        if thr is None:
+            thr = 0.5 * float(self.gp["amplitude"]) ** 0.5
+        return float(thr), float(dom.get("weight_fraction", self.DEFAULT_WEIGHT_FRACTION))
+
+    def domain_sums(self, x, weights, threshold):
+        """Partial sums of the out-of-domain statistics over some points
+        (model inputs x (n_features, N), weights |w_g e_g^LDA| (N,)):
+        [sum w, sum w over std > threshold, sum w std, max std].  Sums of
+        several batches (spin channels, MPI ranks) add, except the last
+        entry, which takes the max; :meth:`domain_summary` finishes them."""
+        w = np.asarray(weights, dtype=float)
+        keep = w > 0
+        if not keep.any():
+            return np.zeros(4)
+        std = self.gated_uncertainty(np.asarray(x, dtype=float)[:, keep])
+        w = w[keep]
+        return np.array([w.sum(), w[std > threshold].sum(), w @ std, std.max()])
+
+    def domain_summary(self, sums, threshold=None, fraction=None):
+        """The report of summed :meth:`domain_sums`: weighted mean and max
+        std, the share of the exchange energy above the point threshold, an
+        exchange error scale (Hartree, cider_x sum_g |w_g e_g| std_g) and
+        whether it is out of domain (share above the weight fraction)."""
+        thr0, frac0 = self.domain_thresholds()
+        thr = thr0 if threshold is None else float(threshold)
+        frac = frac0 if fraction is None else float(fraction)
+        tot = max(float(sums[0]), 1e-300)
+        share = float(sums[1]) / tot
+        return {"mean_std": float(sums[2]) / tot, "max_std": float(sums[3]),
+                "weight_above_threshold": share, "threshold": thr,
+                "weight_fraction_threshold": frac,
+                "prior_std": float(np.sqrt(self.gp["amplitude"])),
+                "exchange_error_scale": float(self.cider_x * sums[2]),
+                "out_of_domain": share > frac}
+
     def _kcc(self):
         Xc = self.gp["control_points"]
         d2 = ((Xc[:, None, :] - Xc[None, :, :]) ** 2).sum(-1)
