@@ -62,6 +62,8 @@ def scf_energy(name, symbols, positions, charge, spin, xc_name, model, ref):
     rep = getattr(mf, "cider_domain_report", None)
     return {"name": name, "xc": xc_name, "e": float(e), "converged": bool(mf.converged),
             "cycles": len(cycles), "seconds": time.perf_counter() - t,
+            # cycles of the semilocal start (cider_xc.pyscf.start) before the CIDER SCF
+            "start_cycles": int(getattr(mf, "cider_start_cycles", 0) or 0),
             "out_of_domain_warning": bool(rep["out_of_domain"]) if rep else None}
 
 
@@ -209,6 +211,11 @@ def main(argv=None):
         lines.append(f"  {m:6s} SCF cycles {cyc} in all (worst {worst}: "
                      f"{scf[m][worst]['cycles']}); not converged: {nc or 'none'}")
         payload[f"cycles_{m}"] = cyc
+        st = sum(r.get("start_cycles", 0) for r in scf[m].values())
+        if st:
+            payload[f"start_cycles_{m}"] = st
+            lines.append(f"  {m:6s} plus {st} cycles of the semilocal start (PBE analogue, "
+                         "cider_xc.pyscf.start) before the CIDER SCFs")
         payload[f"not_converged_{m}"] = nc
     warned = sorted(n for n, r in scf.get("CIDER", {}).items() if r["out_of_domain_warning"])
     lines.append(f"  out-of-domain warning in the CIDER SCF logs: {warned or 'none'}")

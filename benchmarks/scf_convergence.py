@@ -42,6 +42,7 @@ def run_one(system, basis, df, xc_name, model):
     e = mf.kernel()
     return {"name": system.name, "basis": basis, "df": df, "xc": xc_name, "e": float(e),
             "converged": bool(mf.converged), "cycles": len(cycles),
+            "start_cycles": int(getattr(mf, "cider_start_cycles", 0) or 0),
             "seconds": time.perf_counter() - t}
 
 
@@ -62,14 +63,16 @@ def summarise(results, sets, bases, dfs):
                 ratio = {r["name"]: r["cycles"] for r in rs["CIDER"]}
                 pbe = {r["name"]: r["cycles"] for r in rs["PBE"]}
                 worst = max(done, key=lambda n: ratio[n] / max(pbe[n], 1)) if done else None
+                start = sum(r.get("start_cycles", 0) for r in rs["CIDER"] if r["name"] in done)
                 summary[key] = {"n": len(done), "cycles_PBE": cyc["PBE"],
-                                "cycles_CIDER": cyc["CIDER"],
+                                "cycles_CIDER": cyc["CIDER"], "start_cycles_CIDER": start,
                                 "ratio": cyc["CIDER"] / max(cyc["PBE"], 1),
                                 "not_converged": nc, "worst": worst,
                                 "worst_cycles": [ratio.get(worst), pbe.get(worst)]}
                 s = summary[key]
                 lines.append(f"{key:28s} n={s['n']:3d}  cycles PBE {s['cycles_PBE']:5d}  CIDER "
-                             f"{s['cycles_CIDER']:5d}  ratio {s['ratio']:.2f}  worst {worst} "
+                             f"{s['cycles_CIDER']:5d} (+{start} semilocal start)  ratio "
+                             f"{s['ratio']:.2f}  worst {worst} "
                              f"({s['worst_cycles'][0]} vs {s['worst_cycles'][1]})  not converged: "
                              f"PBE {nc['PBE'] or 'none'}, CIDER {nc['CIDER'] or 'none'}")
     return summary, lines

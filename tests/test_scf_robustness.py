@@ -1,7 +1,7 @@
 """SCF convergence of the shipped default with plain mf.kernel() where the
 previous default failed (issue 19), heavier elements with ECPs (issue 18) and
-the out-of-domain warning.  (Isolated atoms in a GPAW box still do not
-converge with the shipped default: not tested here, see the README.)"""
+the out-of-domain warning, and the semilocal start (cider_xc.pyscf.start).
+Isolated atoms in a GPAW box: tests/test_gpaw_vacuum.py."""
 import io
 
 import numpy as np
@@ -90,3 +90,57 @@ def test_out_of_domain_warning_fires_and_stays_quiet():
     mf3.cider_domain_check = False
     mf3.kernel()
     assert not hasattr(mf3, "cider_domain_report")
+
+
+def test_semilocal_start_converges_a_degenerate_open_shell():
+    """The F atom (a degenerate, partly filled p shell) at def2-TZVP with DF
+    stalls from PySCF's atomic guess (|g| ~ 1e-4 for 50 cycles); plain
+    mf.kernel() starts from the PBE analogue's density and converges."""
+    mol = atom_system("F").to_mol("def2-tzvp")
+    mol.verbose = 0
+    e, conv, cyc, mf = _run(mol, cider_xc.load(), df=True)
+    assert conv and 0 < mf.cider_start_cycles < 20 and cyc < 40, (conv, mf.cider_start_cycles,
+                                                                   cyc)
+    # off: PySCF's guess, as before this release (it stalls here)
+    mf_off = dft.UKS(mol).density_fit()
+    mf_off.xc = cider_xc.load()
+    mf_off.cider_start = False
+    mf_off.max_cycle = 15
+    mf_off.kernel()
+    assert mf_off.cider_start_cycles == 0
+
+
+def test_semilocal_start_keeps_the_solution_and_the_users_choices(tmp_path):
+    """Same converged energy with and without the start (it only changes
+    where the SCF begins); an explicit dm0 or init_guess='chk' is used as
+    given; the start never writes the user's checkpoint file."""
+    mol = gto.M(atom="O 0 0 0; H 0 0.757 0.587; H 0 -0.757 0.587", basis="def2-svp",
+                verbose=0)
+    chk = str(tmp_path / "h2o.chk")
+    mf = dft.RKS(mol)
+    mf.xc = cider_xc.load()
+    mf.chkfile = chk
+    mf.conv_tol = 1e-10
+    e_on = mf.kernel()
+    assert mf.converged and mf.cider_start_cycles > 0
+    mf2 = dft.RKS(mol)
+    mf2.xc = cider_xc.load()
+    mf2.cider_start = False
+    mf2.conv_tol = 1e-10
+    e_off = mf2.kernel()
+    assert abs(e_on - e_off) < 1e-8
+    # dm0 given: no start
+    mf3 = dft.RKS(mol)
+    mf3.xc = cider_xc.load()
+    mf3.kernel(dm0=mf.make_rdm1())
+    assert getattr(mf3, "cider_start_cycles", 0) == 0 and mf3.cycles <= 3
+    # restart from the user's chkfile (written by the CIDER SCF, not the start)
+    from pyscf.lib import chkfile
+    stored = chkfile.load(chk, "scf/xc")
+    assert (stored.decode() if isinstance(stored, bytes) else stored) == mf.xc.xc_string()
+    mf4 = dft.RKS(mol)
+    mf4.xc = cider_xc.load()
+    mf4.chkfile = chk
+    mf4.init_guess = "chk"
+    mf4.kernel()
+    assert mf4.cider_start_cycles == 0 and abs(mf4.e_tot - e_on) < 1e-8

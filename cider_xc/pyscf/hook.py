@@ -209,16 +209,18 @@ def install():
         cls.dump_chk = _dump_chk
     if not hasattr(df_jk.density_fit, "_cider_orig"):
         df_jk.density_fit = _wrap_density_fit(df_jk.density_fit)
-    from . import domain
+    from . import domain, start
     domain.install()        # one out-of-domain warning after a CIDER SCF
+    start.install()         # a CIDER SCF starts from its PBE analogue's density
 
 
 def uninstall():
     from pyscf.df import df_jk
     from pyscf.dft import rks
-    from . import domain, grad
+    from . import domain, grad, start
     grad.uninstall()
     domain.uninstall()
+    start.uninstall()
     if hasattr(df_jk.density_fit, "_cider_orig"):
         df_jk.density_fit = df_jk.density_fit._cider_orig
     cls = rks.KohnShamDFT
