@@ -17,7 +17,8 @@ fraction of a CIDER cycle (no nonlocal features).
 The start changes where the SCF begins, not where it ends: the CIDER SCF
 still converges to PySCF's criteria on the CIDER energy.  ``mf.cider_start
 = False`` switches it off (PySCF's guess, as before); an explicit ``dm0``
-and ``init_guess = 'chk'`` are always used as given.  ``mf.cider_start_cycles``
+and ``init_guess = 'chk'`` are always used as given, and a composition
+without CIDER exchange (``cider_x = 0``) is its own semilocal analogue.  ``mf.cider_start_cycles``
 records the semilocal cycles (0 when no start ran), so that a benchmark can
 count them with the CIDER ones.
 """
@@ -43,8 +44,8 @@ def get_init_guess(self, mol=None, key="minao", **kwargs):
     base = super(_base(), self).get_init_guess
     xc = self.__dict__.get("xc")
     self.cider_start_cycles = 0
-    if (not isinstance(xc, CiderFunctional) or not getattr(self, "cider_start", True)
-            or str(key).lower().startswith("chk")):
+    if (not isinstance(xc, CiderFunctional) or xc.cider_x == 0.0
+            or not getattr(self, "cider_start", True) or str(key).lower().startswith("chk")):
         return base(mol, key, **kwargs)
     from pyscf.lib import logger
     log = logger.new_logger(self)
