@@ -56,3 +56,24 @@ def test_outcore_scf_energy(water2):
         es.append(mf.kernel())
         assert mf._numint.projector(mol).incore == (mem == 4000)
     assert abs(es[0] - es[1]) < 1e-10
+
+
+def test_features_from_orbitals_match_density_matrix():
+    """spin_channel_features with PySCF's tagged make_rdm1() (grid density from
+    the occupied orbitals) gives the descriptors of the plain density matrix."""
+    import numpy as np
+    from cider_xc.pyscf.features import spin_channel_features
+    for atom, spin in ((MOL, 0), ("O 0 0 0; H 0 0 0.97", 1)):
+        mol = gto.M(atom=atom, basis="def2-svp", spin=spin, verbose=0)
+        mf = (dft.UKS if spin else dft.RKS)(mol)
+        mf.xc = "pbe"
+        mf.grids.level = 1
+        mf.kernel()
+        dm = mf.make_rdm1()
+        assert getattr(dm, "mo_coeff", None) is not None
+        fn = cider_xc.load()
+        a = spin_channel_features(mol, mf.grids, dm, fn.settings)
+        b = spin_channel_features(mol, mf.grids, np.asarray(dm), fn.settings)
+        for ca, cb in zip(a, b):
+            for k in ("x", "we", "rho"):
+                assert np.abs(ca[k] - cb[k]).max() <= 1e-10 * max(1.0, np.abs(cb[k]).max())
