@@ -34,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -235,6 +236,144 @@ def update_readme(prefix=OUT, readme=README):
     Path(readme).write_text(src[:sec] + body + src[end:])
 
 
+KERNELS_OUT = HERE / "results_scf_timing_kernels"
+
+
+@numba.njit(parallel=True, cache=True)
+def _live_terms(coords, a, centers, zetas, cutoff):
+    """Per point: the (shell, feature) terms with zeta a / (zeta + a) |r - R|^2
+    <= cutoff (the terms every kernel computes), shape (N,)."""
+    N = coords.shape[0]
+    out = np.zeros(N, dtype=np.int64)
+    for g in numba.prange(N):
+        k = 0
+        for s in range(zetas.shape[0]):
+            d2 = ((coords[g] - centers[s]) ** 2).sum()
+            for f in range(a.shape[0]):
+                af = a[f, g]
+                z = zetas[s]
+                if z * af / (z + af) * d2 <= cutoff:
+                    k += 1
+        out[g] = k
+    return out
+
+
+def kernel_profile(sizes, basis, out=KERNELS_OUT):
+    """The nonlocal step alone (no SCF), on the MINAO initial-guess density of
+    each cluster and the SCF's grid (level 3): CPU seconds of one call of
+    exponents + forward convolution, adjoint, and the fit (D -> c and
+    dE/dc -> V), the projector setup, and where the work lies: the mean
+    number of (shell, feature) terms per point and their split by the
+    point's smallest exponent a_0 (with the share of |e_x^LDA| w there); and
+    the CPU time of the post-SCF domain check on that density."""
+    from pyscf import gto
+
+    import cider_xc
+    from cider_xc.descriptors.convolution import EXP_CUTOFF
+    fn = cider_xc.load()
+    # compile/load the kernels outside the timings
+    kernel_profile_one(gto.M(atom=water_cluster(1), basis="sto-3g", verbose=0), fn, None)
+    payload = {"functional": fn.describe(), "basis": basis, "grid_level": 3,
+               "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS",
+                                                           "NUMBA_NUM_THREADS")},
+               "load_before": [round(x, 2) for x in os.getloadavg()], "results": {}}
+    for n in sizes:
+        mol = gto.M(atom=water_cluster(n), basis=basis, verbose=0)
+        payload["results"][str(n)] = kernel_profile_one(mol, fn, EXP_CUTOFF)
+        payload["load_after"] = [round(x, 2) for x in os.getloadavg()]
+        Path(str(out) + ".json").write_text(json.dumps(payload, indent=1) + "\n")
+        print(json.dumps(payload["results"][str(n)]), flush=True)
+    res = payload["results"]
+    lines = [f"CIDER functional: {payload['functional']}",
+             f"The nonlocal step alone, {basis}, grid level 3, MINAO initial-guess density, "
+             f"threads {payload['threads']}; CPU seconds of one call; load average "
+             f"{payload['load_before']} / {payload.get('load_after')}",
+             "",
+             f"{'waters':>6s} {'ngrid':>7s} {'naux':>5s} {'setup':>7s} {'forward':>8s} "
+             f"{'adjoint':>8s} {'fit':>6s} {'step':>7s} {'terms/pt':>8s} {'of':>5s} "
+             f"{'domain check':>12s}"]
+    for k in sorted(res, key=int):
+        r = res[k]
+        lines.append(f"{int(k):6d} {r['ngrid']:7d} {r['naux']:5d} {r['setup_s']:7.2f} "
+                     f"{r['forward_s']:8.3f} {r['adjoint_s']:8.3f} {r['fit_s']:6.3f} "
+                     f"{r['step_s']:7.3f} {r['terms_per_point']:8.0f} {r['terms_total']:5d} "
+                     f"{r['domain_check_s']:12.2f}")
+    ks = sorted(res, key=int)
+    for k0, k1 in zip(ks[:-1], ks[1:]):
+        e = np.log(res[k1]["step_s"] / res[k0]["step_s"]) / np.log(int(k1) / int(k0))
+        lines.append(f"nonlocal step grows as N^{e:.2f} from {k0} to {k1} waters")
+    lines += ["", "where the work lies: points by their smallest exponent a_0 (bohr^-2): "
+              "share of points, share of the kernel terms, terms per point, share of "
+              "sum |w e_x^LDA|"]
+    for k in ks:
+        for band in res[k]["bands"]:
+            lines.append(f"{int(k):6d}  a_0 in [{band['lo']:g}, {band['hi']:g}): points "
+                         f"{band['points']:.2f}, terms {band['work']:.2f}, terms/point "
+                         f"{band['terms_per_point']:.0f}, |e_x^LDA| {band['ex_lda']:.1e}")
+    Path(str(out) + ".txt").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def kernel_profile_one(mol, fn, cutoff):
+    from pyscf import dft
+
+    from cider_xc.pyscf.dfaux import DensityProjector
+    mf = dft.RKS(mol)
+    mf.grids.level = 3
+    mf.grids.build()
+    dm = mf.get_init_guess(key="minao")
+    c0 = time.process_time()
+    proj = DensityProjector(mol)
+    setup = time.process_time() - c0
+    coords, w = mf.grids.coords, mf.grids.weights
+    ni = dft.numint.NumInt()
+    rho = np.concatenate([ni.eval_rho(mol, ni.eval_ao(mol, coords[i:i + 20000], deriv=1),
+                                      dm, xctype="MGGA")
+                          for i in range(0, len(coords), 20000)], axis=1)
+    n, grad, tau = rho[0], rho[1:4], rho[4]
+    sigma = np.einsum("xg,xg->g", grad, grad)
+    gs = proj.gaussians
+    c0 = time.process_time()
+    c = proj.coefficients(dm)
+    t_fit = time.process_time() - c0
+    c0 = time.process_time()
+    a, _ = fn.chain.exponents(n, sigma, tau)
+    G, dG = gs.convolve(coords, a, c)
+    t_fwd = time.process_time() - c0
+    u = np.random.default_rng(0).normal(size=a.shape) * w
+    c0 = time.process_time()
+    dc = gs.convolve_adjoint(coords, a, u)
+    t_adj = time.process_time() - c0
+    c0 = time.process_time()
+    proj.potential(dc)
+    t_fit += time.process_time() - c0
+    if cutoff is None:
+        return None
+    # the post-SCF domain check (cider_xc.pyscf.domain): features and GP
+    # standard deviation on this density, the projector already built
+    from cider_xc.pyscf.features import uncertainty_report
+    mf.xc = fn
+    mf._numint.projector(mol)
+    fn.gp.pop("var_matrix", None)
+    c0 = time.process_time()
+    uncertainty_report(mf, dm=dm)
+    t_dom = time.process_time() - c0
+    cnt = _live_terms(coords, a, gs.centers, gs.zeta, cutoff)
+    ex = np.abs(w * n ** (4.0 / 3.0))
+    bands = []
+    for lo, hi in ((0, 0.05), (0.05, 0.2), (0.2, 1.0), (1.0, np.inf)):
+        m = (a[0] >= lo) & (a[0] < hi)
+        bands.append({"lo": lo, "hi": hi if np.isfinite(hi) else 1e300,
+                      "points": float(m.mean()), "work": float(cnt[m].sum() / cnt.sum()),
+                      "terms_per_point": float(cnt[m].mean()) if m.any() else 0.0,
+                      "ex_lda": float(ex[m].sum() / ex.sum())})
+    return {"n": mol.natm // 3, "nao": mol.nao, "naux": proj.naux, "ngrid": len(coords),
+            "setup_s": setup, "forward_s": t_fwd, "adjoint_s": t_adj, "fit_s": t_fit,
+            "step_s": t_fwd + t_adj + t_fit, "domain_check_s": t_dom,
+            "terms_per_point": float(cnt.mean()),
+            "terms_total": int(len(gs.zeta) * a.shape[0]), "bands": bands}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -252,10 +391,16 @@ def main(argv=None):
                          "from it, running nothing")
     ap.add_argument("--append", action="store_true",
                     help="add these sizes to the existing results file (same settings)")
+    ap.add_argument("--kernels", action="store_true",
+                    help="time the nonlocal step alone (no SCF) on the MINAO density of "
+                         "each size: results_scf_timing_kernels.json/.txt")
     ap.add_argument("--worker", nargs=2, metavar=("N", "METHOD"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         worker(int(args.worker[0]), args.worker[1], args.basis)
+        return
+    if args.kernels:
+        kernel_profile(args.sizes, args.basis, args.out if args.out != str(OUT) else KERNELS_OUT)
         return
     if args.readme_only:
         # the results file again from the JSON (this script's current layout)

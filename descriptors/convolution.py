@@ -200,10 +200,11 @@ class SolidGaussianSet:
     def _run(self, mode, coords, a, u, coef, G=None, dG=None, out_c=None, out_s=None,
              out_p=None):
         ptr, idx = self.screen(coords, a)
+        btab = _block_bounds(coords, a)
         e2, e3 = self._EMPTY2, self._EMPTY3
         _kernel(mode, coords, a, u, coef, self.centers, self.l, self.zeta, self.cart_off,
                 CART_LX, CART_LY, CART_LZ, CART_START, CART_DIDX, self.groups,
-                self.group_lmax, ptr, idx, EXP_CUTOFF,
+                self.group_lmax, ptr, idx, btab, EXP_CUTOFF,
                 e2 if G is None else G, e2 if dG is None else dG,
                 e2 if out_c is None else out_c, e3 if out_s is None else out_s,
                 e2 if out_p is None else out_p)
@@ -299,6 +300,31 @@ def _block_table(coords, a):
 
 
 
+@numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
+def _block_bounds(coords, a):
+    """Per point block: bounding-sphere centre (3), radius, and the smallest
+    exponent of each feature over the block: (nblk, 4 + nf).  Inside a
+    screened (block, group) pair the kernels skip every (shell, feature)
+    whose term is below exp(-cutoff) at all points of the block (exact: these
+    terms are zero in the per-point test too)."""
+    N = coords.shape[0]
+    nf = a.shape[0]
+    nblk = (N + BLOCK - 1) // BLOCK
+    out = np.empty((nblk, 4 + nf))
+    for b in numba.prange(nblk):
+        p0 = b * BLOCK
+        p1 = min(N, p0 + BLOCK)
+        cx, cy, cz, rad = _block_sphere(coords, p0, p1)
+        out[b, 0] = cx; out[b, 1] = cy; out[b, 2] = cz; out[b, 3] = rad
+        for f in range(nf):
+            am = a[f, p0]
+            for g in range(p0, p1):
+                if a[f, g] < am:
+                    am = a[f, g]
+            out[b, 4 + f] = am
+    return out
+
+
 # ---------------------------------------------------------------------------
 # the fast kernels: one screening loop for all four
 # ---------------------------------------------------------------------------
@@ -383,7 +409,7 @@ def _screen(coords, a, centers, grp, grp_zmin, cutoff):
 
 @numba.njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
 def _kernel(mode, coords, a, u, coef, centers, ls, zetas, offs, lx, ly, lz, start, didx,
-            grp, grp_lmax, ptr, idx, cutoff, G, dG, out_c, out_s, out_p):
+            grp, grp_lmax, ptr, idx, btab, cutoff, G, dG, out_c, out_s, out_p):
     """All four convolution kernels in one loop over the screened
     (point block, centre group) pairs of :func:`_screen`; the work on the
     points of a block is written as loops over the points (vectorised).
@@ -396,6 +422,13 @@ def _kernel(mode, coords, a, u, coef, centers, ls, zetas, offs, lx, ly, lz, star
     mode 1 (adjoint): out_c[chunk, coef k of s] += sum_{g,f} u[f, g] K_sf mono_k;
     mode 2 (centre gradient): out_s[chunk, s] += d/dR_s sum_{g,f} u K_sf P_s;
     mode 3 (point gradient): out_p[g] += sum_{s,f} u[f, g] grad_r (K_sf P_s).
+
+    Inside a (block, group) pair, a shell and feature whose term is below
+    exp(-cutoff) at every point of the block (bounding sphere, smallest
+    exponent of the feature in the block: table ``btab`` of
+    :func:`_block_bounds`) is skipped; the per-point test inside drops the
+    rest, so the sums are those of the per-point test.  Far from a group
+    only its diffuse shells remain.
     """
     N = coords.shape[0]
     nf = a.shape[0]
@@ -411,6 +444,10 @@ def _kernel(mode, coords, a, u, coef, centers, ls, zetas, offs, lx, ly, lz, star
     tv = np.empty((NCHUNK, 6, B))
     izv = np.empty((NCHUNK, nf, B))
     iav = np.empty((NCHUNK, nf, B))
+    nsmax = 1
+    for ig in range(grp.shape[0] - 1):
+        nsmax = max(nsmax, grp[ig + 1] - grp[ig])
+    lives = np.zeros((NCHUNK, nsmax, nf + 1), dtype=np.int64)
     for ch in numba.prange(NCHUNK):
         px = pw[ch, 0]; py = pw[ch, 1]; pz = pw[ch, 2]
         mono = monos[ch]
@@ -420,6 +457,7 @@ def _kernel(mode, coords, a, u, coef, centers, ls, zetas, offs, lx, ly, lz, star
         t3 = tv[ch, 3]; t4 = tv[ch, 4]; t5 = tv[ch, 5]
         IZ = izv[ch]
         IA = iav[ch]
+        live_sf = lives[ch]
         for b in range(ch, nblk, NCHUNK):
             p0 = b * B
             m = min(N, p0 + B) - p0
@@ -429,14 +467,33 @@ def _kernel(mode, coords, a, u, coef, centers, ls, zetas, offs, lx, ly, lz, star
                         IA[f, g] = 1.0 / a[f, p0 + g]
             for q in range(ptr[b], ptr[b + 1]):
                 ig = idx[q]
-                R = centers[grp[ig]]
+                s0 = grp[ig]
+                R = centers[s0]
+                # which (shell, feature) terms reach the block at all: their
+                # indices in live_sf[s - s0, 1:1 + n], n = live_sf[s - s0, 0]
+                dc = math.sqrt((R[0] - btab[b, 0]) ** 2 + (R[1] - btab[b, 1]) ** 2
+                               + (R[2] - btab[b, 2]) ** 2) - btab[b, 3]
+                dmin2 = dc * dc * (1.0 - 1e-10) if dc > 0.0 else 0.0
+                lmax = -1
+                for s in range(s0, grp[ig + 1]):
+                    z = zetas[s]
+                    n_live = 0
+                    for f in range(nf):
+                        am = btab[b, 4 + f]
+                        if z * am / (z + am) * dmin2 <= cutoff:
+                            n_live += 1
+                            live_sf[s - s0, n_live] = f
+                    live_sf[s - s0, 0] = n_live
+                    if n_live > 0 and ls[s] > lmax:
+                        lmax = ls[s]
+                if lmax < 0:
+                    continue
                 for g in range(m):
                     x = coords[p0 + g, 0] - R[0]
                     y = coords[p0 + g, 1] - R[1]
                     zz = coords[p0 + g, 2] - R[2]
                     dx[g] = x; dy[g] = y; dz[g] = zz
                     d2[g] = x * x + y * y + zz * zz
-                lmax = grp_lmax[ig]
                 for g in range(m):
                     px[0, g] = 1.0; py[0, g] = 1.0; pz[0, g] = 1.0
                 for k in range(1, lmax + 1):
@@ -448,14 +505,18 @@ def _kernel(mode, coords, a, u, coef, centers, ls, zetas, offs, lx, ly, lz, star
                     ix = lx[k]; iy = ly[k]; iz = lz[k]
                     for g in range(m):
                         mono[k, g] = px[ix, g] * py[iy, g] * pz[iz, g]
-                for s in range(grp[ig], grp[ig + 1]):
+                for s in range(s0, grp[ig + 1]):
+                    n_live = live_sf[s - s0, 0]
+                    if n_live == 0:
+                        continue
+                    fl = live_sf[s - s0, 1:1 + n_live]
                     z = zetas[s]
                     l = ls[s]
                     i0 = start[l]
                     nc = start[l + 1] - i0
                     o = offs[s]
                     # kernel values of every feature at the block's points
-                    for f in range(nf):
+                    for f in fl:
                         Kf = K[f]
                         af_ = a[f, p0:p0 + m]
                         for g in range(m):
@@ -474,7 +535,7 @@ def _kernel(mode, coords, a, u, coef, centers, ls, zetas, offs, lx, ly, lz, star
                     if mode == MODE_ADJOINT:
                         for g in range(m):
                             t0[g] = 0.0
-                        for f in range(nf):
+                        for f in fl:
                             for g in range(m):
                                 t0[g] += u[f, p0 + g] * K[f, g]
                         for k in range(nc):
@@ -491,7 +552,7 @@ def _kernel(mode, coords, a, u, coef, centers, ls, zetas, offs, lx, ly, lz, star
                             ck = coef[o + k]
                             for g in range(m):
                                 t0[g] += ck * mono[i0 + k, g]
-                        for f in range(nf):
+                        for f in fl:
                             Gf = G[f, p0:p0 + m]
                             dGf = dG[f, p0:p0 + m]
                             Kf = K[f]
@@ -529,7 +590,7 @@ def _kernel(mode, coords, a, u, coef, centers, ls, zetas, offs, lx, ly, lz, star
                     # W0 = sum_f u K, W1 = sum_f u 2 beta K (beta = zeta a / (zeta + a))
                     for g in range(m):
                         t4[g] = 0.0; t5[g] = 0.0
-                    for f in range(nf):
+                    for f in fl:
                         for g in range(m):
                             af = a[f, p0 + g]
                             v = u[f, p0 + g] * K[f, g]

@@ -23,11 +23,21 @@ def spin_channel_features(mol, grids, dms, settings, projector=None, min_weight=
     we (N,), fpbe (N,), rho (N,) and coords (N, 3).  Points with
     |w_e| <= min_weight are dropped.
     """
+    from pyscf import lib
     from pyscf.dft import numint
+    mo_coeff = getattr(dms, "mo_coeff", None)
+    mo_occ = getattr(dms, "mo_occ", None)
     dms = np.asarray(dms)
     if dms.ndim == 2:
         dms = dms[None]
+        if mo_coeff is not None:
+            mo_coeff, mo_occ = [mo_coeff], [mo_occ]
     nspin = dms.shape[0]
+    if mo_coeff is not None and mo_occ is not None and len(mo_coeff) == nspin:
+        # PySCF's make_rdm1() tags: the grid density from the occupied
+        # orbitals (nao x nocc per point instead of nao^2), as in the SCF
+        dms = [lib.tag_array(d, mo_coeff=np.asarray(c), mo_occ=np.asarray(o))
+               for d, c, o in zip(dms, mo_coeff, mo_occ)]
     spin_fac = 2.0 if nspin == 2 else 1.0
     e_fac = 0.5 if nspin == 2 else 1.0
     proj = projector or DensityProjector(mol)

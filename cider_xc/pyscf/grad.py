@@ -137,7 +137,7 @@ def _fit_forces(mol, proj, dms, v, max_memory):
     M = np.zeros((naux, naux))
     w, U = proj.metric_eigenvalues, proj.metric_eigenvectors
     for s in range(nspin):
-        b = proj._j3c @ dmt[s]
+        b = proj.contract_j3c(dmt[s])
         M += metric_response(w, U, proj.n_dropped, v[s], b)
     force = np.zeros((natm, 3))
     aux_slices = auxmol.aoslice_by_atom()
