@@ -202,39 +202,11 @@ class RBFFx:
         return f - self.offset, df
 
 
-_LN2_HI = 0.693147180369123816490       # ln 2 = hi + lo, hi with 32 significant bits
-_LN2_LO = 1.90821492927058770002e-10
-_LOG2E = 1.4426950408889634
-_EXP_MIN = -44.0                          # ~ -64 ln 2: exp(-44) = 8e-20
-_POW2 = 2.0 ** -np.arange(65.0)           # 2^-m, m = 0..64 (exact; a compile-time constant)
+# exp(x) for x <= 0, branch free (vectorising loops): the one of the
+# convolution kernels, shared
+from .descriptors.convolution import _exp_neg  # noqa: E402
+
 _RBF_BLOCK = 128
-
-
-@numba.njit(inline="always", fastmath={"contract"}, cache=True)
-def _exp_neg(x):
-    """exp(x) for x <= 0 to ~2e-16 relative, without branches or calls so
-    that loops over it vectorise: x = -m ln2 + r (|r| <= ln2/2, the ln 2
-    product split so it is exact), a degree-13 Taylor polynomial for exp(r)
-    and 2^-m from a constant table.  x is clamped at -44 (exp(-44) = 8e-20: a term
-    w_c exp(-44) is far below the rounding of the RBF sum)."""
-    x = max(x, _EXP_MIN)
-    m = math.floor(-x * _LOG2E + 0.5)
-    r = (x + m * _LN2_HI) + m * _LN2_LO
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
-    return p * _POW2[int(m)]
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"contract"})
