@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).parent / "mpi" / "run_cider.py"
+SLABS = Path(__file__).parent / "mpi" / "run_slabs.py"
 BIN = Path(sys.executable).parent
 TIMEOUT = 1200
 
@@ -71,6 +72,18 @@ def test_gpaw_is_built_with_mpi_and_fftw():
     assert cgpaw.have_mpi, "GPAW was built without MPI: rerun install.sh (as root)"
     assert have_fftw(), "GPAW was built without FFTW: rerun install.sh (as root)"
     mpiexec()
+
+
+@pytest.mark.parametrize("nprocs", [2, 3])
+def test_distributed_convolution_equals_serial(nprocs):
+    """The slab-distributed FFT features (forward on the grid and at off-grid
+    points, adjoint, point gradient, strain derivative) against the serial
+    convolver on the whole grid, on every rank (3 ranks: uneven slabs)."""
+    cmd = mpiexec() + ["-n", str(nprocs), str(BIN / "gpaw"), "python", str(SLABS)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=_env())
+    res = _parse(out, " ".join(cmd[-4:]))
+    assert res["ranks"] == nprocs
+    assert res["worst over ranks"] < 1e-12, res
 
 
 @pytest.mark.slow

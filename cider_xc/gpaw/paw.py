@@ -371,19 +371,23 @@ class PAWFeatures:
         object), and the separable phase exp(-i G.R_a) = p_0(m_0) p_1(m_1)
         p_2(m_2), p_c(m) = exp(-2 pi i m s_c) for G = sum_c m_c b_c and
         fractional position s."""
-        key = (tuple(self.N_c), self.cell_cv.tobytes())
+        lay = self.conv.layout
+        key = (tuple(self.N_c), self.cell_cv.tobytes(), lay.y0, lay.y1)
         caches = self.settings.caches
         cache = caches.compensation
         if cache is not None and cache[0] == key:
             Gv, shapes = cache[1], cache[2]
         else:
-            Gv, shapes = reciprocal_vectors(self.cell_cv, self.N_c), {}
+            # the local rows of the half-complex grid (slab layout)
+            Gv = np.ascontiguousarray(lay.recip_rows(reciprocal_vectors(self.cell_cv,
+                                                                        self.N_c)))
+            shapes = {}
             caches.compensation = (key, Gv, shapes)
         self.Gv = Gv
         vol = abs(np.linalg.det(self.cell_cv))
         Ntot = float(np.prod(self.N_c))
         N0, N1, N2 = (int(n) for n in self.N_c)
-        m_c = (np.fft.fftfreq(N0, 1.0 / N0), np.fft.fftfreq(N1, 1.0 / N1),
+        m_c = (np.fft.fftfreq(N0, 1.0 / N0), np.fft.fftfreq(N1, 1.0 / N1)[lay.y0:lay.y1],
                np.arange(N2 // 2 + 1, dtype=float))
         out = []
         for at in self.atoms:
@@ -431,12 +435,12 @@ class PAWFeatures:
         return out
 
     def compensation(self, s):
-        """f * sum_a sum_L Q_asL g_aL(r) on the full grid (channel units).
+        """f * sum_a sum_L Q_asL g_aL(r) on the grid (channel units; the
+        convolver's real-space slab).
 
         Per group of atoms sharing F: sum_L F_L(G) S_L(G) with the structure
         factors S_L(m0, m1, m2) = sum_a Q_aL p0_a(m0) [p1_a p2_a](m1, m2), one
         complex matrix product over the atoms."""
-        import scipy.fft
         if self._groups_cache is None:
             self._groups_cache = self._groups()
         N0 = int(self.N_c[0])
@@ -447,17 +451,17 @@ class PAWFeatures:
             S = (A @ P12).reshape(F.shape)
             c = np.einsum("L...,L...->...", F, S)
             spec = c if spec is None else spec + c
-        return self.f * scipy.fft.irfftn(spec, s=tuple(self.N_c))
+        return self.f * self.conv.layout.irfftn(spec)
 
     def _dual(self, v_feat):
         """X(G) with sum_r dv v(r) g(r) = Re sum_G X(G) F(G) phase(G) for a
         function g = irfftn(F phase): the half-complex weights, conj(V) and
         dv / N (irfftn convention), times the channel factor f."""
-        import scipy.fft
+        lay = self.conv.layout
         Ntot = float(np.prod(self.N_c))
         dv = abs(np.linalg.det(self.cell_cv)) / Ntot
-        V = scipy.fft.rfftn(v_feat)
-        return (self.f * dv / Ntot) * half_complex_weights(self.N_c) * np.conj(V)
+        V = lay.rfftn(v_feat)
+        return (self.f * dv / Ntot) * lay.recip_rows(half_complex_weights(self.N_c)) * np.conj(V)
 
     def compensation_derivative(self, s, v_feat):
         """dE/dQ_asL of the grid feature density, v_feat = dE/dn_feat per
@@ -470,7 +474,7 @@ class PAWFeatures:
         for F, idx, P0, P12 in self._groups_cache:
             Y = (F * X[None]).reshape(NLCOMP * N0, -1)
             Z = (Y @ P12.T).reshape(NLCOMP, N0, len(idx))            # (L, m0, a)
-            d = np.real(np.einsum("Lma,am->aL", Z, P0))
+            d = self.conv.layout.sum(np.real(np.einsum("Lma,am->aL", Z, P0)))
             for j, i in enumerate(idx):
                 self.atoms[i].dEdQ_grid[s] += d[j]
 
@@ -485,7 +489,7 @@ class PAWFeatures:
             out[i] = np.real(np.tensordot(-1j * spec, self.Gv,
                                           axes=(list(range(spec.ndim)),
                                                 list(range(spec.ndim)))))
-        return out
+        return self.conv.layout.sum(out)
 
     def compensation_strain(self, s, v_feat):
         """(3, 3) correction to the homogeneous strain derivative for the
@@ -523,7 +527,7 @@ class PAWFeatures:
                 dS = -Gv[..., w] / (2.0 * at.beta) * S + env * dY
                 for v in range(3):
                     out[v, w] -= np.real(np.sum(x * Gv[..., v] * dS))
-        return out
+        return self.conv.layout.sum(out)
 
     def point_strain(self, grad_px):
         """(3, 3) correction to the homogeneous strain derivative for the

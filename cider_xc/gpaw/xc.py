@@ -353,10 +353,12 @@ class CiderXC(MGGA):
         self._spos_ac = np.array(spos_ac, dtype=float)
 
     def _convolver(self, gd):
-        key = (tuple(gd.N_c), gd.cell_cv.tobytes())
+        # the FFT features are distributed in slabs over the domain ranks
+        comm = gd.comm if gd.comm.size > 1 else None
+        key = (tuple(gd.N_c), gd.cell_cv.tobytes(), gd.comm.size, gd.comm.rank)
         if self._conv is None or self._conv[0] != key:
             self._conv = (key, PeriodicGaussianConvolver(gd.cell_cv, gd.N_c,
-                                                         self.exponent_ratio))
+                                                         self.exponent_ratio, comm=comm))
         return self._conv[1]
 
     def _orbitals_missing(self):
@@ -412,7 +414,7 @@ class CiderXC(MGGA):
         shape = v_sg.shape[1:]
         for s, vG, state, _nf, efac in ctx.pending:
             vGp = paw.point_sources(s) if paw is not None else None
-            v_feat = ctx.conv.adjoint(ctx.full_stack(efac * vG, shape), state, vGp=vGp)
+            v_feat = ctx.conv.adjoint(ctx.slab_stack(efac * vG, shape), state, vGp=vGp)
             v_sg[s] += ctx.local(v_feat) / efac      # channel density = n_s / efac
             if paw is not None:
                 paw.compensation_derivative(s, v_feat)
@@ -430,8 +432,10 @@ class CiderXC(MGGA):
 
     # --- PAW-consistent on-site terms (paw_features='nonlocal') ----------
     def _all_D_asp(self):
-        """D_sp of every atom on every rank (the FFT features are computed
-        redundantly on full grids, so every rank needs all radial points)."""
+        """D_sp of every atom on every rank (every rank builds every atom's
+        radial points: the off-grid interpolation shares them out by the
+        slab their stencil starts in, and the on-site terms are evaluated
+        redundantly)."""
         D_asp = self._density.D_asp
         setups = self.wfs.setups
         natoms = len(setups)
@@ -518,7 +522,7 @@ class CiderXC(MGGA):
         shape = n_sg.shape[1:]
         extra_vv = np.zeros((3, 3))
         for s, vG, state, n_feat, efac in ctx.pending:
-            vG_full = ctx.full_stack(efac * vG, shape)
+            vG_full = ctx.slab_stack(efac * vG, shape)
             vGp = paw.point_sources(s) if paw is not None else None
             extra_vv += ctx.conv.strain_derivative(n_feat, vG_full, state, vGp=vGp)
             if paw is not None:
@@ -527,7 +531,7 @@ class CiderXC(MGGA):
                 extra_vv += paw.point_strain(ctx.conv.point_gradient(n_feat, vGp, state))
         if paw is not None:            # only symmetric strains are physical
             extra_vv = 0.5 * (extra_vv + extra_vv.T)
-        # every rank holds the full-grid result: add it once before the sum
+        # every rank holds the whole result (sums over the slabs done): add it once
         if gd.comm.rank == 0:
             stress_vv += extra_vv
         if not skip_sum:
