@@ -103,6 +103,16 @@ def test_si_two_ranks_equal_serial(layout, expect):
 
 
 @pytest.mark.slow
+def test_symmetric_si8_domain_ranks_equal_serial():
+    """Cubic Si8: on-site reuse for symmetry-equivalent atoms, with the
+    evaluated atoms shared out over the domain ranks."""
+    ref = serial("si8")
+    res = parallel("si8", 2, {"domain": 2})
+    assert res["layout"]["domain"] == 2
+    _compare(ref, res)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", [{}, {"domain": 2}])
 def test_spin_polarised_fe_two_ranks_equal_serial(layout):
     ref = serial("fe")
