@@ -101,8 +101,10 @@ class SlabRedistributor:
         lay = self.layout
         lead = x.shape[:-3]
         nl = int(np.prod(lead, dtype=int))
-        out = np.full(lead + lay.real_shape, fill, dtype=float)
         b, e = self.beg_c, self.end_c
+        if lay.size == 1 and x.shape[-3:] == lay.real_shape:
+            return np.asarray(x, dtype=float)           # the whole grid: no copy
+        out = np.full(lead + lay.real_shape, fill, dtype=float)
         if lay.size == 1:
             out[..., b[0]:e[0], b[1]:e[1], b[2]:e[2]] = x
             return out
@@ -177,7 +179,8 @@ class GridFeatures:
         self._channel = None
 
     def slab(self, x_g, fill=0.0):
-        """The convolver's slab of a local grid array (or stack of them)."""
+        """The convolver's slab of a local grid array (or stack of them; the
+        array itself when one rank holds the whole grid: do not modify it)."""
         return self.redist.to_slab(x_g, fill)
 
     def slab_stack(self, x_ig, shape):
@@ -192,7 +195,9 @@ class GridFeatures:
         a_slab = self.slab_stack(a_i, shape)
         # padding planes of non-periodic FD grids hold no density; any
         # positive exponent will do there (they are dropped again)
-        a_slab[a_slab <= 0.0] = 1.0
+        bad = a_slab <= 0.0
+        if bad.any():
+            a_slab = np.where(bad, 1.0, a_slab)
         n_slab = self.slab(n.reshape(shape))
         if self.paw is not None:
             n_slab = n_slab + self.paw.compensation(s)
@@ -200,11 +205,11 @@ class GridFeatures:
                                                       points=self.paw.points(s))
             self.paw.set_features(s, Gp, dGp)
         else:
+            n_slab = np.array(n_slab)      # kept for the adjoint and the stress
             G, dG, state = self.conv.forward(n_slab, a_slab)
         self._channel = (state, n_slab)
         nf = len(a_i)
-        GdG = self.local(np.stack([G, dG]))
-        return GdG[0].reshape(nf, -1), GdG[1].reshape(nf, -1), None
+        return self.local(G).reshape(nf, -1), self.local(dG).reshape(nf, -1), None
 
     def respond(self, s, vG, direct, cx, efac):
         # energy of this channel = efac * int (cx vG) dG[n_feat]: adjoint later
