@@ -75,6 +75,7 @@ def worker(system, functional, layout, txt, maxiter):
            "ranks": world.size, "energy_eV": e, "wall_s": wall, "iterations": niter,
            "converged": converged, "maxiter": maxiter,
            "cider_xc_s_per_call": (xct["features"] / max(xct["calls"], 1)) if xct else None,
+           "cider_timings": dict(xct) if xct else None,
            "peak_rss_MiB_per_rank": all_rss.tolist(),
            "domain": calc.wfs.gd.comm.size, "kpt": calc.wfs.kd.comm.size,
            "band": calc.wfs.bd.comm.size}

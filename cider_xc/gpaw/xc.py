@@ -405,8 +405,10 @@ class CiderXC(MGGA):
             super().calculate_impl(gd, n_sg, v_sg, e_g)
         # GPAW's own meta-GGA work in this call (gradients, tau from the
         # orbitals, restriction of dE/dtau): what any meta-GGA pays
-        self.timings["gpaw_mgga"] += time.perf_counter() - t1 - (self.kernel.grid_time - k0)
+        t2 = time.perf_counter()
+        self.timings["gpaw_mgga"] += t2 - t1 - (self.kernel.grid_time - k0)
         results = paw.evaluate(self.kernel) if paw is not None else None
+        t3 = time.perf_counter()
         if paw is not None:
             self.timings["onsite_atoms"] = self.timings.get("onsite_atoms", 0) + len(paw.atoms)
             self.timings["onsite_evaluated"] = (self.timings.get("onsite_evaluated", 0)
@@ -421,13 +423,23 @@ class CiderXC(MGGA):
                 if self._keep_for_forces is not None:
                     self._keep_for_forces.setdefault("pending", []).append(
                         (s, state, _nf, v_feat))
+        t4 = time.perf_counter()
         if paw is not None:
             for a, dEdD_sp in paw.finish().items():
                 results[a][2] += dEdD_sp
             self._paw_cache = results
             if self._keep_for_forces is not None:
                 self._keep_for_forces["paw"] = paw
-        self.timings["features"] += time.perf_counter() - t0
+        t5 = time.perf_counter()
+        # where the time of the grid call goes (seconds summed over calls):
+        # the PAW preparation (radial densities and exponents of every atom,
+        # sampling points), the kernel on the grid inside GPAW's MGGA call
+        # (FFT features, grid points and PAW point features, the model),
+        # the on-site evaluations, the adjoint, and the one-centre adjoint
+        for key, dt in (("paw_prepare", t1 - t0), ("grid_kernel", self.kernel.grid_time - k0),
+                        ("paw_onsite", t3 - t2), ("adjoint", t4 - t3), ("paw_finish", t5 - t4)):
+            self.timings[key] = self.timings.get(key, 0.0) + dt
+        self.timings["features"] += t5 - t0
         self.timings["calls"] += 1
 
     # --- PAW-consistent on-site terms (paw_features='nonlocal') ----------
