@@ -445,26 +445,27 @@ class CiderXC(MGGA):
     # --- PAW-consistent on-site terms (paw_features='nonlocal') ----------
     def _all_D_asp(self):
         """D_sp of every atom on every rank (every rank builds every atom's
-        radial points: the off-grid interpolation shares them out by the
-        slab their stencil starts in, and the on-site terms are evaluated
-        redundantly)."""
+        radial data: the off-grid interpolation shares the radial points out
+        by the slab their stencil starts in, the on-site evaluations go
+        round-robin over the ranks).  One sum over the ranks of the packed
+        density matrices (each atom's nonzero on its owner only: exact)."""
         D_asp = self._density.D_asp
         setups = self.wfs.setups
         natoms = len(setups)
         comm = D_asp.partition.comm
         # decided alike on every rank (a rank-local test would leave the
-        # ranks holding every atom out of the broadcasts below: deadlock)
+        # ranks holding every atom out of the collective below: deadlock)
         if comm.size == 1:
             return {a: np.asarray(D_asp[a]) for a in range(natoms)}
-        out = {}
+        nspins = self.wfs.nspins
+        sizes = [nspins * setups[a].ni * (setups[a].ni + 1) // 2 for a in range(natoms)]
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        buf = np.zeros(int(offsets[-1]))
         for a in range(natoms):
-            owner = D_asp.partition.rank_a[a]
-            ni = setups[a].ni
-            buf = (np.array(D_asp[a], dtype=float) if comm.rank == owner else
-                   np.empty((self.wfs.nspins, ni * (ni + 1) // 2)))
-            comm.broadcast(buf, owner)
-            out[a] = buf
-        return out
+            if D_asp.partition.rank_a[a] == comm.rank:
+                buf[offsets[a]:offsets[a + 1]] = np.asarray(D_asp[a], dtype=float).ravel()
+        comm.sum(buf)
+        return {a: buf[offsets[a]:offsets[a + 1]].reshape(nspins, -1) for a in range(natoms)}
 
     def _onsite_prepare(self, gd, nspins):
         """PAWFeatures of this call: every atom's radial densities and the
