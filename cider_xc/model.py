@@ -347,44 +347,85 @@ class FxBound:
         return f"FxBound(lower={self.lower}, upper={self.upper}, fmax={self.fmax})"
 
 
-class TailGate:
-    """Smooth switch g(x_p) that turns the learned part off in density tails.
+def _smoothstep_off(x, start, end):
+    """1 for x <= start, 0 for x >= end, a C^2 quintic in between; and d/dx."""
+    t = np.clip((np.asarray(x, dtype=float) - start) / (end - start), 0.0, 1.0)
+    g = 1.0 - t * t * t * (10.0 + t * (-15.0 + 6.0 * t))
+    dg = -30.0 * t * t * (1.0 - t) ** 2 / (end - start)
+    return g, dg
 
-    g = 1 for x_p <= start, 0 for x_p >= end, a C^2 quintic smoothstep in
-    between (x_p = p/(1+p)).  F_x = T(F_x^PBE + g f_ML): where the reduced
-    gradient is huge (exponential tails, vacuum in a plane-wave box) F_x is
-    PBE's, whose potential is well behaved, instead of a learned function of
-    descriptors (alpha, G) that are numerically ill-defined there.  p is
-    scale-invariant, so the gate keeps every exact constraint; the exchange
-    energy carried by points beyond p = start/(1-start) is small and the model
-    is trained with the gate in place.
+
+class TailGate:
+    """Smooth switch that turns the learned part off where the density is
+    too thin for its descriptors to mean anything.
+
+    g = g_p(x_p) g_v(x_v), each 1 below its start, 0 above its end and a C^2
+    quintic smoothstep in between.  F_x = T(F_x^PBE + g f_ML).
+
+    * x_p = p/(1+p): where the reduced gradient is huge (exponential tails of
+      molecules and atoms) F_x is PBE's, whose potential is well behaved,
+      instead of a learned function of alpha and G, which are numerically
+      ill-defined there.
+    * x_v = x_g0, the first nonlocal feature (optional: ``valley_start``,
+      ``valley_end``): it goes to 1 where the Gaussian-weighted density
+      around a point dwarfs the point's own density.  That is a density
+      valley: the vacuum between periodic images of a molecule or an atom in
+      a plane-wave box, where p ~ 0 as well (the density has a minimum), so
+      g_p does not act.  There tau ~ tau_W ~ 0 and the tau potential of any
+      alpha-dependent F_x grows as n^(-1/3) dF/dalpha (H atom in a 7 A box:
+      dE/dtau ~ -2, a negative kinetic coefficient, and no SCF convergence).
+      No molecular training point has x_g0 above 0.69, so a gate starting
+      above that leaves every fitted value unchanged and removes only
+      extrapolation.
+
+    Both inputs are scale-invariant, so the gate keeps every exact
+    constraint; the model is trained with the gate in place.
     """
 
-    def __init__(self, start=0.9, end=0.98):
+    def __init__(self, start=0.9, end=0.98, valley_start=None, valley_end=None):
         start, end = float(start), float(end)
         if not 0.0 < start < end <= 1.0:
             raise ValueError(f"tail gate needs 0 < start < end <= 1, got {start}, {end}")
         self.start, self.end = start, end
+        if (valley_start is None) != (valley_end is None):
+            raise ValueError("tail gate: give both valley_start and valley_end, or neither")
+        if valley_start is not None:
+            valley_start, valley_end = float(valley_start), float(valley_end)
+            if not -1.0 < valley_start < valley_end <= 1.0:
+                raise ValueError("tail gate needs -1 < valley_start < valley_end <= 1, got "
+                                 f"{valley_start}, {valley_end}")
+        self.valley_start, self.valley_end = valley_start, valley_end
 
     def todict(self):
-        return {"start": self.start, "end": self.end}
+        d = {"start": self.start, "end": self.end}
+        if self.valley_start is not None:
+            d.update(valley_start=self.valley_start, valley_end=self.valley_end)
+        return d
 
     @classmethod
     def fromdict(cls, d):
-        if not isinstance(d, dict) or set(d) != {"start", "end"}:
-            raise ValueError(f"tail gate must have start and end, got {d!r}")
+        if (not isinstance(d, dict) or not {"start", "end"} <= set(d)
+                or not set(d) <= {"start", "end", "valley_start", "valley_end"}):
+            raise ValueError("tail gate must have start and end (and optionally "
+                             f"valley_start, valley_end), got {d!r}")
         return cls(**d)
 
     def __call__(self, xp):
-        """g(x_p) and dg/dx_p."""
-        t = np.clip((np.asarray(xp, dtype=float) - self.start) / (self.end - self.start),
-                    0.0, 1.0)
-        g = 1.0 - t * t * t * (10.0 + t * (-15.0 + 6.0 * t))
-        dg = -30.0 * t * t * (1.0 - t) ** 2 / (self.end - self.start)
-        return g, dg
+        """g_p(x_p) and dg_p/dx_p (the reduced-gradient part alone)."""
+        return _smoothstep_off(xp, self.start, self.end)
+
+    def factor(self, x):
+        """g at model inputs x (n_features, N) with dg/dx_p and dg/dx_g0."""
+        gp, dgp = _smoothstep_off(x[0], self.start, self.end)
+        if self.valley_start is None or len(x) < 3:
+            return gp, dgp, np.zeros_like(gp)
+        gv, dgv = _smoothstep_off(x[2], self.valley_start, self.valley_end)
+        return gp * gv, dgp * gv, gp * dgv
 
     def __repr__(self):
-        return f"TailGate(start={self.start}, end={self.end})"
+        extra = ("" if self.valley_start is None else
+                 f", valley_start={self.valley_start}, valley_end={self.valley_end}")
+        return f"TailGate(start={self.start}, end={self.end}{extra})"
 
 
 def check_semilocal_xc(xc_string):
@@ -563,6 +604,59 @@ class CiderFunctional:
             out[i:i + 8192] = amp - np.einsum("nc,nc->n", K @ A, K)
         return np.sqrt(np.maximum(out, 0.0))
 
+    def gated_uncertainty(self, x):
+        """GP standard deviation of the learned part as it enters F_x: the
+        posterior std of f_ML times the tail gate (where the gate hands the
+        point to PBE, the model's uncertainty does not matter)."""
+        std = self.uncertainty(x)
+        if self.gate is not None:
+            std = std * self.gate.factor(np.asarray(x, dtype=float))[0]
+        return std
+
+    #: out-of-domain warning defaults for a model file without calibrated thresholds
+    DEFAULT_WEIGHT_FRACTION = 0.02
+
+    def domain_thresholds(self):
+        """(point std threshold, weight fraction) of the out-of-domain warning:
+        the calibrated values of the model header ("domain"), else half the
+        prior standard deviation and 2%."""
+        dom = self.header.get("domain", {}) if self.header else {}
+        thr = dom.get("point_std")
+        if thr is None:
+            thr = 0.5 * float(self.gp["amplitude"]) ** 0.5
+        return float(thr), float(dom.get("weight_fraction", self.DEFAULT_WEIGHT_FRACTION))
+
+    def domain_sums(self, x, weights, threshold):
+        """Partial sums of the out-of-domain statistics over some points
+        (model inputs x (n_features, N), weights |w_g e_g^LDA| (N,)):
+        [sum w, sum w over std > threshold, sum w std, max std].  Sums of
+        several batches (spin channels, MPI ranks) add, except the last
+        entry, which takes the max; :meth:`domain_summary` finishes them."""
+        w = np.asarray(weights, dtype=float)
+        keep = w > 0
+        if not keep.any():
+            return np.zeros(4)
+        std = self.gated_uncertainty(np.asarray(x, dtype=float)[:, keep])
+        w = w[keep]
+        return np.array([w.sum(), w[std > threshold].sum(), w @ std, std.max()])
+
+    def domain_summary(self, sums, threshold=None, fraction=None):
+        """The report of summed :meth:`domain_sums`: weighted mean and max
+        std, the share of the exchange energy above the point threshold, an
+        exchange error scale (Hartree, cider_x sum_g |w_g e_g| std_g) and
+        whether it is out of domain (share above the weight fraction)."""
+        thr0, frac0 = self.domain_thresholds()
+        thr = thr0 if threshold is None else float(threshold)
+        frac = frac0 if fraction is None else float(fraction)
+        tot = max(float(sums[0]), 1e-300)
+        share = float(sums[1]) / tot
+        return {"mean_std": float(sums[2]) / tot, "max_std": float(sums[3]),
+                "weight_above_threshold": share, "threshold": thr,
+                "weight_fraction_threshold": frac,
+                "prior_std": float(np.sqrt(self.gp["amplitude"])),
+                "exchange_error_scale": float(self.cider_x * sums[2]),
+                "out_of_domain": share > frac}
+
     def _kcc(self):
         Xc = self.gp["control_points"]
         d2 = ((Xc[:, None, :] - Xc[None, :, :]) ** 2).sum(-1)
@@ -579,9 +673,11 @@ class CiderFunctional:
         None)."""
         f, df = self.fx(x)
         if self.gate is not None:
-            g, dg = self.gate(x[0])
+            g, dgp, dgv = self.gate.factor(x)
             df = df * g
-            df[0] += dg * f
+            df[0] += dgp * f
+            if len(df) > 2:
+                df[2] += dgv * f
             f = f * g
         if fpbe is None:
             fpbe, dfpbe = pbe_enhancement(p)

@@ -102,6 +102,45 @@ def test_tail_gate():
         TailGate(0.98, 0.9)
 
 
+def test_valley_gate():
+    """The x_g0 switch: 1 below valley_start, 0 above valley_end, dg/dx_g0 by
+    finite differences, and it round-trips through todict()."""
+    gate = TailGate(0.9, 0.98, valley_start=0.75, valley_end=0.9)
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-1, 1, (5, 4000))
+    x[0] = rng.uniform(0, 1, 4000)
+    g, dgp, dgv = gate.factor(x)
+    assert np.all(g[(x[2] >= 0.9) | (x[0] >= 0.98)] == 0.0)
+    assert np.all(g[(x[2] <= 0.75) & (x[0] <= 0.9)] == 1.0)
+    h = 1e-7
+    for i, d in ((0, dgp), (2, dgv)):
+        xp, xm = x.copy(), x.copy()
+        xp[i] += h
+        xm[i] -= h
+        assert np.allclose((gate.factor(xp)[0] - gate.factor(xm)[0]) / (2 * h), d, atol=1e-5)
+    assert TailGate.fromdict(gate.todict()).todict() == gate.todict()
+    assert TailGate.fromdict({"start": 0.9, "end": 0.98}).valley_start is None
+    with pytest.raises(ValueError, match="both"):
+        TailGate(0.9, 0.98, valley_start=0.7)
+    with pytest.raises(ValueError):
+        TailGate.fromdict({"start": 0.9, "end": 0.98, "code": "x"})
+
+
+def test_shipped_default_is_pbe_in_density_valleys():
+    """Vacuum between periodic images (p ~ 0, x_g0 -> 1, alpha noisy): the
+    shipped default is PBE there, with no alpha dependence (no tau potential)."""
+    fn = cider_xc.load()
+    assert fn.gate is not None and fn.gate.valley_start is not None
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-1, 1, (5, 500))
+    x[0] = rng.uniform(0, 0.3, 500)
+    x[2] = rng.uniform(fn.gate.valley_end, 1.0, 500)
+    p = x[0] / (1 - x[0])
+    F, dF, _ = fn.enhancement(x, p)
+    assert np.allclose(F, fn.bound(sl.pbe_enhancement(p)[0])[0], rtol=0, atol=1e-15)
+    assert np.all(dF[1:] == 0)
+
+
 def test_gated_model_is_pbe_in_the_far_tail(test_nl):
     """Beyond the gate F_x is PBE's (through the bound map), whatever alpha and G are."""
     fn = _bounded(test_nl)
@@ -126,12 +165,15 @@ def test_bounded_model_energy_density_derivatives(test_nl, rng):
     st = dataclasses.replace(test_nl.settings, alpha_eta=0.01)
     # scale up the untrained polynomial so F_x leaves [0.4, 1.5] often
     fx = type(test_nl.fx)(test_nl.fx.exponents, 8 * test_nl.fx.coefficients)
-    fn = CiderFunctional(st, fx, name="steep", bound=FxBound(), gate=TailGate(0.5, 0.9))
+    # the valley switch on x_g0 in (-0.5, 0.2): many points inside it
+    fn = CiderFunctional(st, fx, name="steep", bound=FxBound(),
+                         gate=TailGate(0.5, 0.9, valley_start=-0.5, valley_end=0.2))
     n, s, t = _random_density(rng, 300)
     G = 10 ** rng.uniform(-1, 1, (3, n.size))
     x, jac = fn.chain.transform(n, s, t, G)
     raw = sl.pbe_enhancement(jac.p)[0] + fx(x)[0]
     assert (raw > fn.bound.upper).sum() > 10 and (raw < fn.bound.lower).sum() > 10
+    assert ((x[2] > -0.5) & (x[2] < 0.2)).sum() > 30
     res = fn.exchange(n, s, t, G)
     F = res.exc / sl.lda_exchange(n)[0]
     assert np.all(F > 0) and np.all(F < 1.804)

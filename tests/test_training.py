@@ -369,3 +369,29 @@ def test_multiframe_sets_and_ecps(tmp_path):
     write(str(tmp_path / "bad.extxyz"), [c, a], format="extxyz")
     with pytest.raises(ValueError, match="cannot have 2S = 1"):
         systems.resolve(str(tmp_path / "bad.extxyz"))
+
+
+def test_alpha_eta_change_converts_stored_features_exactly(tmp_path, tiny_ref):
+    """Reference data written with one alpha regularisation are converted (no
+    SCF) to another; the converted features equal a fresh computation."""
+    import dataclasses
+    base = cider_xc.load("test-nl").settings
+    s1 = dataclasses.replace(base, alpha_eta=0.01)
+    s2 = dataclasses.replace(base, alpha_eta=1.0)
+    syss = systems.resolve(["atoms:Li", "g2_1:LiH"])
+    conv_dir, fresh_dir = tmp_path / "conv", tmp_path / "fresh"
+    reference.generate(syss, str(conv_dir), s1, tiny_ref, progress=False)
+    before = reference.load_dataset(str(conv_dir))
+    reference.generate(syss, str(conv_dir), s2, tiny_ref, progress=False)
+    reference.generate(syss, str(fresh_dir), s2, tiny_ref, progress=False)
+    conv, fresh = reference.load_dataset(str(conv_dir)), reference.load_dataset(str(fresh_dir))
+    for name in ("Li", "LiH"):
+        assert json.loads(conv[name][0]["descriptor_settings"])["alpha_eta"] == 1.0
+        moved = 0.0
+        for key, x in fresh[name][1].items():
+            if key.endswith("/x"):
+                # (a one-orbital channel, Li's spin down, has alpha = 0 for any eta)
+                moved = max(moved, np.abs(before[name][1][key][1] - x[1]).max())
+                # converted = what a fresh SCF gives (same orbitals up to SCF noise)
+                np.testing.assert_allclose(conv[name][1][key], x, atol=1e-6)
+        assert moved > 1e-2     # the conversion did something

@@ -187,7 +187,7 @@ def calibrate_domain(fn, data, bad_kcal=10.0, protect=(), point_stds=None,
     fractions = fractions or [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2]
     stds, errs, names, scale = {}, [], [], []
     for name, (X, w) in systems.items():
-        std = fn.uncertainty(X.T)
+        std = fn.gated_uncertainty(X.T)
         aw = np.abs(w)
         stds[name] = (std, aw)
         F = fn.enhancement(X.T, fpbe=baselines[name])[0]

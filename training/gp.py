@@ -86,7 +86,7 @@ class IntegratedGPR:
         """g(x_p) of the tail gate at X (N, d) (ones without a gate)."""
         if self.gate is None:
             return np.ones(len(X))
-        return self.gate(X[:, 0])[0]
+        return self.gate.factor(X.T)[0]
 
     # systems: name -> (X (N, d), w (N,))
     def _control_points(self, systems):

@@ -138,6 +138,50 @@ def read_h5(path):
     return attrs, arrays
 
 
+def _inverse_ratio_map(r):
+    """y with descriptors.features.ratio_map(y) = r."""
+    r = np.asarray(r, dtype=float)
+    return np.where(r >= -1.0, (1.0 + r) / np.maximum(1.0 - r, 1e-300), (r + 1.0) / (r + 3.0))
+
+
+def convert_alpha_eta(x, eta_old, eta_new):
+    """Model inputs x (n_features, N) of one channel recomputed for another
+    alpha regularisation, exactly.
+
+    alpha_eta = (tau - tau_W)/(tau_0 + eta tau_W) and tau_W/tau_0 = 5p/3 in
+    every channel, so alpha_new = alpha_old (1 + eta_old q)/(1 + eta_new q)
+    with q = 5p/3 = (5/3) x_p/(1 - x_p): the stored x_p and x_alpha hold all
+    that is needed (written with the factor's numerator and denominator
+    multiplied by 1 - x_p, which stays finite where x_p rounds to 1)."""
+    from cider_xc.descriptors.features import ratio_map
+    x = np.array(x, dtype=float, copy=True)
+    xp = x[0]
+    one = 1.0 - xp
+    factor = (one + eta_old * 5.0 / 3.0 * xp) / (one + eta_new * 5.0 / 3.0 * xp)
+    x[1] = ratio_map(_inverse_ratio_map(x[1]) * factor)[0]
+    return x
+
+
+def _only_alpha_eta_differs(old, new):
+    return ({k: v for k, v in old.items() if k != "alpha_eta"}
+            == {k: v for k, v in new.items() if k != "alpha_eta"})
+
+
+def convert_file(path, settings_dict):
+    """Rewrite one reference file for descriptor settings that differ from
+    its own only in alpha_eta (exact, no SCF; see :func:`convert_alpha_eta`)."""
+    attrs, arrays = read_h5(path)
+    old = json.loads(attrs["descriptor_settings"])
+    if not _only_alpha_eta_differs(old, settings_dict):
+        raise ReferenceDataError(path, "descriptor settings differ in more than alpha_eta")
+    e_old, e_new = float(old.get("alpha_eta", 0.0)), float(settings_dict.get("alpha_eta", 0.0))
+    for k in list(arrays):
+        if k.endswith("/x"):
+            arrays[k] = convert_alpha_eta(arrays[k], e_old, e_new)
+    attrs["descriptor_settings"] = json.dumps(settings_dict)
+    write_h5(path, attrs, arrays)
+
+
 def _filename(name):
     safe = "".join(ch if ch.isalnum() or ch in "-_+." else "_" for ch in name)
     return safe + ".h5"
@@ -193,17 +237,28 @@ def generate(systems, out_dir, descriptor_settings, ref=ReferenceSettings(), n_j
     ref_dict = ref.todict()
     index = load_index(out_dir)
     todo = []
+    n_converted = 0
     for s in systems:
         e = index.get(s.name)
         if e and e.get("status") == "done":
             try:
-                attrs, _ = read_h5(os.path.join(out_dir, e["file"]))
-                if (json.loads(attrs["descriptor_settings"]) == settings_dict
-                        and json.loads(attrs["reference"]) == ref_dict):
-                    continue
+                path = os.path.join(out_dir, e["file"])
+                attrs, _ = read_h5(path)
+                old = json.loads(attrs["descriptor_settings"])
+                if json.loads(attrs["reference"]) == ref_dict:
+                    if old == settings_dict:
+                        continue
+                    if _only_alpha_eta_differs(old, settings_dict):
+                        # an exact transform of the stored features: no SCF
+                        convert_file(path, settings_dict)
+                        n_converted += 1
+                        continue
             except ReferenceDataError:
                 pass
         todo.append(s)
+    if n_converted and progress:
+        print(f"reference data: {n_converted} files converted to alpha_eta = "
+              f"{settings_dict.get('alpha_eta', 0.0)} (exact, no SCF)")
     results = []
     if todo:
         jobs = (joblib.delayed(_run_one)(s, settings_dict, ref_dict, out_dir) for s in todo)

@@ -102,6 +102,8 @@ class CiderKernel:
                             if onsite == "pbe" and functional.cider_x != 0.0 else [])
         self._source = None
         self.grid_time = 0.0    # seconds spent in calculate() on the 3-D grid
+        # inputs of the last grid call per channel (for the domain check)
+        self.last_grid_inputs = {}
 
     @contextlib.contextmanager
     def using(self, source):
@@ -170,6 +172,8 @@ class CiderKernel:
             a_i, a_derivs = fn.chain.exponents(n, sig, tau)
             efac = 0.5 if nspins == 2 else 1.0       # e_g = efac * cx * exc(channel)
             G, dG, direct = source.features(s, n, a_i, shape)
+            if source.grid and not source.tau_guess:
+                self.last_grid_inputs[s] = (n, sig, tau, G, efac)
             res = fn.exchange(n, sig, tau, G, dG, a_derivs)
             vdirect = source.respond(s, res.vG, direct, cx, efac)
             vrho = (res.vrho + vdirect).reshape(shape)
@@ -284,6 +288,51 @@ class CiderXC(MGGA):
         self.timings = {"features": 0.0, "calls": 0, "gpaw_mgga": 0.0}
 
     # --- GPAW's XC object contract -------------------------------------
+    def domain_report(self):
+        """The out-of-domain statistics of the last grid call (the converged
+        density after an SCF): :meth:`CiderFunctional.domain_summary` over
+        the 3-D grid points (weights |e_x^LDA| dv), summed over MPI domains;
+        None for a model without GP data or before any grid call."""
+        fn = self.functional
+        inputs = self.kernel.last_grid_inputs
+        if fn.gp is None or fn.cider_x == 0.0 or not inputs or self.gd is None:
+            return None
+        from cider_xc.model import lda_exchange
+        thr, frac = fn.domain_thresholds()
+        sums = np.zeros(4)
+        for s, (n, sig, tau, G, efac) in sorted(inputs.items()):
+            x, _ = fn.chain.transform(n, sig, tau, G)
+            part = fn.domain_sums(x, efac * np.abs(lda_exchange(n)[0]) * self.gd.dv, thr)
+            sums[:3] += part[:3]
+            sums[3] = max(sums[3], part[3])
+        mx = np.array([sums[3]])
+        self.gd.comm.max(mx)
+        tot = sums[:3].copy()
+        self.gd.comm.sum(tot)
+        return fn.domain_summary(np.concatenate([tot, mx]), thr, frac)
+
+    def summary(self, log):
+        """GPAW's end-of-SCF summary: one line on the out-of-domain check
+        (a WARNING when the calculation leans on points the model has not
+        seen, with the calibrated thresholds of the model file)."""
+        super().summary(log)
+        rep = self.domain_report()
+        self.last_domain_report = rep
+        if rep is None:
+            return
+        if rep["out_of_domain"]:
+            log(f"WARNING: CIDER functional {self.functional.name} is outside its training "
+                f"domain here: {100 * rep['weight_above_threshold']:.1f}% of the exchange "
+                f"energy comes from points the model has not seen (GP std > "
+                f"{rep['threshold']:.3g}; warning above "
+                f"{100 * rep['weight_fraction_threshold']:.1f}%); estimated exchange error "
+                f"scale {rep['exchange_error_scale'] * 27.211386:.2g} eV. Treat the result "
+                f"with care.")
+        else:
+            log(f"CIDER domain check: {100 * rep['weight_above_threshold']:.2f}% of the "
+                f"exchange energy from points with GP std > {rep['threshold']:.3g} (warning "
+                f"above {100 * rep['weight_fraction_threshold']:.1f}%)")
+
     def todict(self):
         fn = self.functional
         return {"name": GPW_NAME, "type": "CIDER", "functional": fn.name,

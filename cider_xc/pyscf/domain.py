@@ -15,18 +15,11 @@ from __future__ import annotations
 
 from ..model import CiderFunctional
 
-#: defaults when a model file carries no calibrated thresholds
-DEFAULT_POINT_STD = None        # None: half the prior standard deviation
-DEFAULT_WEIGHT_FRACTION = 0.02
-
 
 def thresholds(fn):
-    """(point std threshold, weight fraction) of a functional."""
-    dom = fn.header.get("domain", {}) if fn.header else {}
-    thr = dom.get("point_std")
-    if thr is None:
-        thr = 0.5 * float(fn.gp["amplitude"]) ** 0.5
-    return float(thr), float(dom.get("weight_fraction", DEFAULT_WEIGHT_FRACTION))
+    """(point std threshold, weight fraction) of a functional
+    (:meth:`CiderFunctional.domain_thresholds`)."""
+    return fn.domain_thresholds()
 
 
 def check(mf):
@@ -42,8 +35,6 @@ def check(mf):
     from .features import uncertainty_report
     thr, frac = thresholds(fn)
     rep = uncertainty_report(mf, threshold=thr)
-    rep["weight_fraction_threshold"] = frac
-    rep["out_of_domain"] = rep["weight_above_threshold"] > frac
     mf.cider_domain_report = rep
     log = logger.new_logger(mf)
     if rep["out_of_domain"]:

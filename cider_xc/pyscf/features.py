@@ -63,10 +63,13 @@ def uncertainty_report(mf, dm=None, threshold=None):
     """How far a PySCF calculation with a CIDER functional strays from the
     training data, from the GP posterior kept in the model file.
 
-    Returns a dict with the exchange-energy-weighted mean and the maximum of
-    the per-point GP standard deviation of F_x, the same threshold test, and
-    an error-bar estimate sum_g |w_g e_g| std_g for the CIDER exchange energy
-    (Hartree; an upper-bound-like scale, not a calibrated interval).
+    Returns :meth:`CiderFunctional.domain_summary`: the exchange-energy-weighted
+    mean and the maximum of the per-point GP standard deviation of the gated
+    f_ML, the share of the exchange energy above the point threshold (the
+    model's calibrated one unless ``threshold`` is given), whether that share
+    is above the calibrated fraction, and an error-bar estimate
+    cider_x sum_g |w_g e_g| std_g for the CIDER exchange energy (Hartree; a
+    scale, not a calibrated interval).
     """
     from ..model import CiderFunctional
     fn = mf.xc
@@ -80,14 +83,10 @@ def uncertainty_report(mf, dm=None, threshold=None):
         mf.grids.build()
     chans = spin_channel_features(mf.mol, mf.grids, dm, fn.settings,
                                   projector=mf._numint.projector(mf.mol))
-    stds, wts = [], []
+    thr = threshold if threshold is not None else fn.domain_thresholds()[0]
+    sums = np.zeros(4)
     for c in chans:
-        stds.append(fn.uncertainty(c["x"]))
-        wts.append(np.abs(c["we"]))
-    std = np.concatenate(stds)
-    w = np.concatenate(wts)
-    thr = threshold if threshold is not None else 0.5 * np.sqrt(fn.gp["amplitude"])
-    return {"mean_std": float(np.dot(w, std) / w.sum()), "max_std": float(std.max()),
-            "weight_above_threshold": float(w[std > thr].sum() / w.sum()),
-            "threshold": float(thr), "prior_std": float(np.sqrt(fn.gp["amplitude"])),
-            "exchange_error_scale": float(fn.cider_x * np.dot(w, std))}
+        part = fn.domain_sums(c["x"], np.abs(c["we"]), thr)
+        sums[:3] += part[:3]
+        sums[3] = max(sums[3], part[3])
+    return fn.domain_summary(sums, threshold=thr)
