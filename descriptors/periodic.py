@@ -35,6 +35,8 @@ import numba
 import numpy as np
 import scipy.fft
 
+from .slabs import SlabLayout
+
 B0 = 1.0              # lattice anchor: b_k = B0 * ratio**k, k integer
 FLOOR_EXP = 27.6      # exp(-27.6) ~ 1e-12: below b_floor D is the cell average
 FILTER_CACHE_BYTES = 256 * 2 ** 20   # Gaussian filters kept between calls, per convolver
@@ -241,6 +243,7 @@ KB = 8               # lattice exponents per block of the point kernels (_accumu
                      # is unrolled for exactly 8)
 POINT_CHUNK = 256    # points per parallel task of the point kernels
 SLAB_MIN = 3         # slabs of the scatter: >= 3 planes (a stencil spans 4)
+NGHOST = 3           # planes past a slab that a stencil starting in it reaches
 
 
 @numba.njit(cache=True)
@@ -583,19 +586,34 @@ class PeriodicGaussianConvolver:
     N_c : grid points along each cell vector
     ratio : spacing of the exponent lattice (b_{k+1}/b_k)
     workers : FFT threads (scipy.fft)
+    comm : communicator of a slab decomposition (:mod:`.slabs`), or None
+        (serial).  With a communicator of P ranks every grid array passed
+        to or returned by the methods is the rank's real-space slab
+        (``self.local_shape``, planes ``layout.x0:layout.x1`` of the first
+        axis), the FFTs are distributed (one all-to-all transpose each) and
+        the off-grid points (given alike on every rank) are shared out by
+        the plane of their stencil; their results and every grid sum are
+        summed over the ranks, so each rank returns the same point values
+        and strain as a serial call.  Every method is then collective.
     """
 
-    def __init__(self, cell_cv, N_c, ratio=1.5, workers=None):
+    def __init__(self, cell_cv, N_c, ratio=1.5, workers=None, comm=None):
         if not ratio > 1.0:
             raise ValueError(f"exponent ratio must be > 1, got {ratio}")
         self.cell_cv = np.asarray(cell_cv, dtype=float)
         self.N_c = tuple(int(n) for n in N_c)
         self.ratio = float(ratio)
         self.workers = workers
-        self.g2 = reciprocal_g2(self.cell_cv, self.N_c)
+        self.layout = SlabLayout(self.N_c, comm, workers)
+        if self.layout.distributed and self.N_c[0] < self.layout.size:
+            raise ValueError(f"grid {self.N_c} too small for {self.layout.size} slabs")
+        self.local_shape = self.layout.real_shape
+        g2 = reciprocal_g2(self.cell_cv, self.N_c)
         self.dv = abs(np.linalg.det(self.cell_cv)) / np.prod(self.N_c)
-        g2pos = self.g2[self.g2 > 0]
+        g2pos = g2[g2 > 0]
         gmin2 = g2pos.min() if g2pos.size else 1.0
+        self.g2 = np.ascontiguousarray(self.layout.recip_rows(g2))   # local reciprocal rows
+        del g2
         self.b_floor = gmin2 / (4.0 * FLOOR_EXP)
         self.inv_logr = 1.0 / math.log(self.ratio)
         self.t_floor = math.log(self.b_floor / B0) * self.inv_logr
@@ -606,9 +624,10 @@ class PeriodicGaussianConvolver:
 
     def _prefilter(self):
         """1 / (transfer function of the cubic B-spline) on the half-complex
-        grid: C = D * this gives the interpolation coefficients."""
+        grid (local rows): C = D * this gives the interpolation coefficients."""
         if getattr(self, "_binv", None) is None:
             th = [2.0 * np.pi * np.fft.fftfreq(n) for n in self.N_c[:2]]
+            th[1] = th[1][self.layout.y0:self.layout.y1]
             th.append(2.0 * np.pi * np.arange(self.N_c[2] // 2 + 1) / self.N_c[2])
             b = [(2.0 + np.cos(t)) / 3.0 for t in th]
             self._binv = 1.0 / (b[0][:, None, None] * b[1][None, :, None] * b[2][None, None, :])
@@ -626,32 +645,53 @@ class PeriodicGaussianConvolver:
         return f
 
     def _point_filter(self, k):
-        """Gaussian filter times the B-spline prefilter (point coefficients)."""
-        f = self._pfilters.get(k)
-        if f is None:
-            f = self._filter(k) * self._prefilter()
-            if (len(self._filters) + len(self._pfilters) + 1) * f.nbytes <= FILTER_CACHE_BYTES:
-                self._pfilters[k] = f
-        return f
+        """Gaussian filter times the B-spline prefilter (point coefficients;
+        made on the fly from the cached Gaussian filter)."""
+        return self._filter(k) * self._prefilter()
 
-    def _nslab(self):
-        """Slabs of the parallel point scatter: an even number (two colours)
-        of slabs of >= SLAB_MIN planes, or one slab (serial) on thin grids."""
-        nslab = (self.N_c[0] // SLAB_MIN) // 2 * 2
+    @staticmethod
+    def _nslab(n0):
+        """Slabs of the parallel point scatter on a buffer of n0 planes: an
+        even number (two colours) of slabs of >= SLAB_MIN planes, or one
+        slab (serial) on thin grids."""
+        nslab = (n0 // SLAB_MIN) // 2 * 2
         return nslab if nslab >= 2 else 1
+
+    def _point_buffer(self):
+        """Stacked point coefficients: the local slab plus NGHOST planes."""
+        nloc = self.local_shape[0]
+        return np.empty((nloc + NGHOST,) + self.N_c[1:] + (KB,))
+
+    def _own_points(self, xp):
+        """The points whose B-spline stencil starts (node -1) on a plane of
+        this rank's slab: their indices and positions in the coordinates of
+        the slab buffer (first stencil plane = local plane index, no wrap
+        along the first axis; the buffer holds NGHOST planes past the slab)."""
+        lay = self.layout
+        fl = np.floor(xp[:, 0])
+        base0 = (fl.astype(np.int64) - 1) % self.N_c[0]
+        own = np.nonzero((base0 >= lay.x0) & (base0 < lay.x1))[0]
+        xl = xp[own].copy()
+        ip = (base0[own] - lay.x0 + 1).astype(float)
+        # the fractional part of the first coordinate on the local integer
+        # part (kept below the next integer, so the stencil plane is kept)
+        xl[:, 0] = np.minimum(ip + (xp[own, 0] - fl[own]), np.nextafter(ip + 1.0, -np.inf))
+        return own, xl
 
     def _point_coefficients(self, nG, k0, krange, buf):
         """buf[..., q] = C_k, k = k0 + q in krange (zero outside; no point
-        needs those); returns the number of transforms."""
+        needs those), on the local slab and its ghost planes; returns the
+        number of transforms."""
         n = 0
+        nloc = self.local_shape[0]
         for q in range(KB):
             k = k0 + q
             if k < krange[0] or k > krange[1]:
                 buf[..., q] = 0.0
                 continue
-            buf[..., q] = scipy.fft.irfftn(nG * self._point_filter(k), s=self.N_c,
-                                           workers=self.workers)
+            buf[:nloc, ..., q] = self.layout.irfftn(nG * self._point_filter(k))
             n += 1
+        self.layout.ghosts(buf, NGHOST)
         return n
 
     def forward(self, n_g, a_ig, points=None):
@@ -661,10 +701,13 @@ class PeriodicGaussianConvolver:
         state object for :meth:`adjoint`.  With ``points`` (a
         :class:`PointSet`) the features of the same density at those
         off-grid points are returned too: G, dG, state, Gp, dGp with Gp, dGp
-        shaped (M, E) like the points' entries."""
+        shaped (M, E) like the points' entries.  (Grid shape: the local slab
+        ``self.local_shape``, the whole grid when serial.)"""
         shape = n_g.shape
-        if shape != self.N_c:
-            raise ValueError(f"density grid {shape} does not match the convolver's {self.N_c}")
+        lay = self.layout
+        if shape != self.local_shape:
+            raise ValueError(f"density grid {shape} does not match the convolver's "
+                             f"{self.local_shape}")
         a = np.ascontiguousarray(a_ig, dtype=float).reshape(len(a_ig), -1)
         if not np.all(a > 0):
             raise ValueError("nonlocal exponents must be positive")
@@ -673,17 +716,26 @@ class PeriodicGaussianConvolver:
         f = np.empty((nf, N))
         sc = np.empty((nf, N))
         _lattice_coords(a, self.t_floor, self.inv_logr, j, f, sc)
-        kmin, kmax = int(j.min()), int(j.max()) + NQ - 1
+        BIG = 1 << 60
+        kmin, kmax = lay.int_range(j.min() if j.size else BIG,
+                                   j.max() + NQ - 1 if j.size else -BIG)
         grange = (kmin, kmax)          # lattice values the grid points need
         prange = (0, -1)               # ... and the off-grid points
         pts = None
+        has_points = False
         if points is not None:
-            # the points in stencil-cell order (consecutive points share
-            # stencil nodes); the kernels work on the sorted copies
-            M, E = points.shape
+            # the points of this rank's slab in stencil-cell order
+            # (consecutive points share stencil nodes); the kernels work on
+            # the sorted copies
+            Mg, E = points.shape
+            has_points = Mg * E > 0
+            own, xl = self._own_points(points.xp)
+            M = len(own)
+            n0e = self.local_shape[0] + NGHOST
+            n1, n2 = self.N_c[1], self.N_c[2]
             order = np.empty(M, dtype=np.int64)
-            slab_ptr = np.empty(self._nslab() + 1, dtype=np.int64)
-            _point_order(points.xp, shape[0], shape[1], shape[2], order, slab_ptr)
+            slab_ptr = np.empty(self._nslab(n0e) + 1, dtype=np.int64)
+            _point_order(xl, n0e, n1, n2, order, slab_ptr)
             base = np.empty((M, 3), dtype=np.int64)
             frac = np.empty((M, 3))
             jp = np.empty((M, E), dtype=np.int64)
@@ -692,17 +744,17 @@ class PeriodicGaussianConvolver:
             prefp = np.empty((M, E))
             kp = np.empty((M, 2), dtype=np.int64)
             if points.lattice is None:
-                _point_prepare(points.xp, points.a, order, shape[0], shape[1], shape[2],
+                _point_prepare(xl, points.a[own], order, n0e, n1, n2,
                                self.t_floor, self.inv_logr, base, frac, jp, fp, scp, prefp, kp)
             else:
                 # lattice entries: first stencil index k - 2 at fraction 0 (the
                 # Hermite weights are then exactly those of node k), unit prefactor
                 one = np.ones((M, 1))
-                _point_prepare(points.xp, one, order, shape[0], shape[1], shape[2],
+                _point_prepare(xl, one, order, n0e, n1, n2,
                                self.t_floor, self.inv_logr, base, frac,
                                np.empty((M, 1), dtype=np.int64), np.empty((M, 1)),
                                np.empty((M, 1)), np.empty((M, 1)), kp)
-                klat = points.lattice[order]
+                klat = points.lattice[own][order]
                 jp[:] = klat - 2
                 fp[:] = 0.0
                 scp[:] = 0.0
@@ -710,62 +762,80 @@ class PeriodicGaussianConvolver:
                 if M * E:
                     kp[:, 0] = klat.min(1)
                     kp[:, 1] = klat.max(1)
-            if M * E:
-                prange = (int(kp[:, 0].min()), int(kp[:, 1].max()))
+            if has_points:
+                prange = lay.int_range(kp[:, 0].min() if M * E else BIG,
+                                       kp[:, 1].max() if M * E else -BIG)
                 kmin, kmax = min(kmin, prange[0]), max(kmax, prange[1])
             Dp = np.zeros((M, E))
             dDp = np.zeros((M, E))
-            buf = np.empty(shape + (KB,)) if M * E else None
+            buf = self._point_buffer() if has_points else None
         perm, ptr = _buckets(j, kmin, kmax - kmin + 1)
-        nG = scipy.fft.rfftn(n_g, workers=self.workers)
+        del j
+        nG = lay.rfftn(n_g)
         D = np.zeros((nf, N))
         dD = np.zeros((nf, N))
         nconv = 0
         for k0 in range(kmin, kmax + 1, KB):
             for k in range(max(k0, grange[0]), min(k0 + KB - 1, grange[1]) + 1):
-                Dk = scipy.fft.irfftn(nG * self._filter(k), s=shape, workers=self.workers)
+                Dk = lay.irfftn(nG * self._filter(k))
                 _accumulate(k, kmin, np.ascontiguousarray(Dk).reshape(-1), perm, ptr, f, sc,
                             D, dD)
                 nconv += 1
-            if points is not None and M * E and k0 <= prange[1] and k0 + KB > prange[0]:
+            if has_points and k0 <= prange[1] and k0 + KB > prange[0]:
                 nconv += self._point_coefficients(nG, k0, prange, buf)
                 _accumulate_points(k0, buf, base, frac, kp, jp, fp, scp, Dp, dDp)
         self.n_convolutions = nconv
         pref = (np.pi / a) ** 1.5
-        G = pref * D
-        dG = pref * (dD - 1.5 * D / a)
+        # G = pref D, dG = pref (dD - 1.5 D / a), in place (no grid-sized temporaries)
+        t = D * 1.5
+        t /= a
+        dD -= t
+        del t
+        dD *= pref
+        D *= pref
+        G, dG = D, dD
         state = (a, pref, perm, ptr, f, kmin, kmax, None, grange, prange)
         G, dG = G.reshape((nf,) + shape), dG.reshape((nf,) + shape)
         if points is None:
             return G, dG, state
-        Gp = np.empty((M, E))
+        Gp = np.zeros((Mg, E))
         if points.lattice is None:
-            dGp = np.empty((M, E))
-            _point_finish(order, points.a, prefp, Dp, dDp, Gp, dGp)
+            dGp = np.zeros((Mg, E))
+            Gl, dGl = np.empty((M, E)), np.empty((M, E))
+            _point_finish(order, points.a[own], prefp, Dp, dDp, Gl, dGl)
+            Gp[own] = Gl
+            dGp[own] = dGl
+            lay.sum(dGp)
         else:
-            Gp[order] = Dp
+            Gl = np.empty((M, E))
+            Gl[order] = Dp
+            Gp[own] = Gl
             dGp = None
-        pts = (order, prefp, base, frac, kp, jp, fp, slab_ptr)
+        lay.sum(Gp)
+        pts = (order, prefp, base, frac, kp, jp, fp, slab_ptr, own, has_points)
         return G, dG, state[:7] + (pts,) + state[8:], Gp, dGp
 
     def _source_spectra(self, vG_ig, state, vGp=None):
         """(k, U_k) for every lattice exponent: U_k = rfftn of the convolution
         source sum_i vG_i (pi/a_i)^{3/2} w_ik(r) (adjoint and strain terms),
-        plus the point sources (vGp: dE/dG per point entry, not per volume)
-        spread back by the transposed interpolation."""
+        plus the point sources (vGp: dE/dG per point entry, not per volume,
+        alike on every rank) spread back by the transposed interpolation."""
         a, pref, perm, ptr, f, kmin, kmax, pts, grange, prange = state
+        lay = self.layout
         nf, N = a.shape
         coef = np.ascontiguousarray(np.asarray(vG_ig, dtype=float).reshape(nf, N) * pref)
         up = None
         if vGp is not None:
             if pts is None:
                 raise ValueError("point sources given but the forward call had no points")
-            order, prefp, base, frac, kp, jp, fp, slab_ptr = pts
+            order, prefp, base, frac, kp, jp, fp, slab_ptr, own, has_points = pts
             coefp = np.empty(prefp.shape)
-            _point_sources(order, prefp, np.ascontiguousarray(vGp, dtype=float), self.dv,
+            _point_sources(order, prefp,
+                           np.ascontiguousarray(np.asarray(vGp, dtype=float)[own]), self.dv,
                            coefp)
-            if jp.size:
-                up = np.empty(self.N_c + (KB,))
+            if has_points:
+                up = self._point_buffer()
+        nloc = self.local_shape[0]
         u = np.empty(N)
         for k0 in range(kmin, kmax + 1, KB):
             block = up is not None and k0 <= prange[1] and k0 + KB > prange[0]
@@ -773,15 +843,16 @@ class PeriodicGaussianConvolver:
                 up[:] = 0.0
                 for colour in (0, 1):
                     _scatter_points(k0, colour, base, frac, slab_ptr, kp, jp, fp, coefp, up)
+                lay.add_ghosts(up, NGHOST)
             for k in range(k0, min(k0 + KB, kmax + 1)):
                 # no grid entry (point entry) needs k outside grange (prange):
                 # its source is zero
                 U = None
                 if grange[0] <= k <= grange[1]:
                     _gather(k, kmin, perm, ptr, f, coef, u)
-                    U = scipy.fft.rfftn(u.reshape(self.N_c), workers=self.workers)
+                    U = lay.rfftn(u.reshape(self.local_shape))
                 if block and prange[0] <= k <= prange[1]:
-                    Up = scipy.fft.rfftn(up[..., k - k0], workers=self.workers) * self._prefilter()
+                    Up = lay.rfftn(up[:nloc, ..., k - k0]) * self._prefilter()
                     U = Up if U is None else U + Up
                 if U is not None:
                     yield k, U
@@ -794,7 +865,7 @@ class PeriodicGaussianConvolver:
         for k, uG in self._source_spectra(vG_ig, state, vGp):
             uG *= self._filter(k)
             acc = uG if acc is None else acc + uG
-        return scipy.fft.irfftn(acc, s=self.N_c, workers=self.workers)
+        return self.layout.irfftn(acc)
 
     def point_gradient(self, n_g, vGp, state):
         """d/dx_p of sum_pe vGp[p,e] G_pe with the exponents held fixed: the
@@ -803,22 +874,26 @@ class PeriodicGaussianConvolver:
         a, pref, perm, ptr, f, kmin, kmax, pts, grange, prange = state
         if pts is None:
             raise ValueError("the forward call had no points")
-        order, prefp, base, frac, kp, jp, fp, slab_ptr = pts
+        order, prefp, base, frac, kp, jp, fp, slab_ptr, own, has_points = pts
+        Mg = len(vGp)
+        grad = np.zeros((Mg, 3))
+        if not has_points:
+            return grad
         out = np.zeros((len(order), 3))
-        if not jp.size:
-            return out
         coef = np.empty(prefp.shape)
-        _point_sources(order, prefp, np.ascontiguousarray(vGp, dtype=float), 1.0, coef)
-        nG = scipy.fft.rfftn(n_g, workers=self.workers)
-        buf = np.empty(self.N_c + (KB,))
+        _point_sources(order, prefp,
+                       np.ascontiguousarray(np.asarray(vGp, dtype=float)[own]), 1.0, coef)
+        nG = self.layout.rfftn(n_g)
+        buf = self._point_buffer()
         for k0 in range(kmin, kmax + 1, KB):
             if k0 > prange[1] or k0 + KB <= prange[0]:
                 continue
             self._point_coefficients(nG, k0, prange, buf)
             _gradient_points(k0, buf, base, frac, kp, jp, fp, coef, out)
-        grad = np.empty_like(out)
-        grad[order] = out
-        return grad
+        gl = np.empty_like(out)
+        gl[order] = out
+        grad[own] = gl
+        return self.layout.sum(grad)
 
     def strain_derivative(self, n_g, vG_ig, state, vGp=None):
         """sum_r dv vG_i(r) dG_i(r)/d eps_vw for a homogeneous strain eps.
@@ -834,14 +909,16 @@ class PeriodicGaussianConvolver:
         n_g: the density the features were computed from (state of
         :meth:`forward`); vG_ig: dE/dG_i per unit volume; vGp: dE/dG of the
         point entries (points carried along with the cell, fixed grid-index
-        coordinates).  Returns (3, 3)."""
-        shape = self.N_c
+        coordinates).  Returns (3, 3) (summed over the ranks)."""
+        shape = self.local_shape
         if n_g.shape != shape:
             raise ValueError(f"density grid {n_g.shape} does not match {shape}")
+        lay = self.layout
         if self._gv is None:
-            self._gv = reciprocal_vectors(self.cell_cv, self.N_c)
-            self._mult = half_complex_weights(shape)
-        nG = scipy.fft.rfftn(n_g, workers=self.workers)
+            self._gv = np.ascontiguousarray(
+                lay.recip_rows(reciprocal_vectors(self.cell_cv, self.N_c)))
+            self._mult = np.ascontiguousarray(lay.recip_rows(half_complex_weights(self.N_c)))
+        nG = lay.rfftn(n_g)
         gx = self._gv.reshape(-1, 3)
         out = np.zeros((3, 3))
         for k, uG in self._source_spectra(vG_ig, state, vGp):
@@ -850,7 +927,8 @@ class PeriodicGaussianConvolver:
             out -= np.eye(3) * x.sum()
             x *= 1.0 / (2.0 * self.exponent(k))
             out += gx.T @ (gx * x.reshape(-1, 1))
-        return out * (self.dv / n_g.size)
+        lay.sum(out)
+        return out * (self.dv / float(np.prod(self.N_c)))
 
 
 def periodic_features_reference(n_g, cell_cv, a_ig):

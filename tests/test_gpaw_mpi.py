@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).parent / "mpi" / "run_cider.py"
+SLABS = Path(__file__).parent / "mpi" / "run_slabs.py"
 BIN = Path(sys.executable).parent
 TIMEOUT = 1200
 
@@ -73,6 +74,18 @@ def test_gpaw_is_built_with_mpi_and_fftw():
     mpiexec()
 
 
+@pytest.mark.parametrize("nprocs", [2, 3])
+def test_distributed_convolution_equals_serial(nprocs):
+    """The slab-distributed FFT features (forward on the grid and at off-grid
+    points, adjoint, point gradient, strain derivative) against the serial
+    convolver on the whole grid, on every rank (3 ranks: uneven slabs)."""
+    cmd = mpiexec() + ["-n", str(nprocs), str(BIN / "gpaw"), "python", str(SLABS)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=_env())
+    res = _parse(out, " ".join(cmd[-4:]))
+    assert res["ranks"] == nprocs
+    assert res["worst over ranks"] < 1e-12, res
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("layout, expect", [
     ({}, None),                                    # GPAW's default PW layout (k-points)
@@ -86,6 +99,16 @@ def test_si_two_ranks_equal_serial(layout, expect):
     assert res["layout"]["world"] == 2
     for key, size in (expect or {}).items():
         assert res["layout"][key] == size, res["layout"]
+    _compare(ref, res)
+
+
+@pytest.mark.slow
+def test_symmetric_si8_domain_ranks_equal_serial():
+    """Cubic Si8: on-site reuse for symmetry-equivalent atoms, with the
+    evaluated atoms shared out over the domain ranks."""
+    ref = serial("si8")
+    res = parallel("si8", 2, {"domain": 2})
+    assert res["layout"]["domain"] == 2
     _compare(ref, res)
 
 

@@ -94,6 +94,28 @@ def lebedev_permutations():
     return _lebedev_permutations()
 
 
+_ROTATIONS = {}
+
+
+def harmonic_rotation(P, nL):
+    """R (nL, nL) with Y_nL[Pinv[m], L] = sum_L' R[L, L'] Y_nL[m, L'] on the
+    Lebedev directions (Pinv the inverse of the point-operation permutation
+    P): the real spherical harmonics (l <= 4) rotate among themselves, and
+    the 50-point grid integrates their products exactly.  For an image atom
+    whose per-direction inputs are X_i[n] = X_j[P[n]], a sum
+    sum_n Y_nL F_i(n) is R applied to atom j's."""
+    key = (np.asarray(P).tobytes(), nL)
+    R = _ROTATIONS.get(key)
+    if R is None:
+        Y = Y_nL[:, :nL]
+        Pinv = np.argsort(P)
+        R = 4.0 * math.pi * (Y[Pinv] * weight_n[:, None]).T @ Y
+        if np.abs(Y[Pinv] - Y @ R.T).max() > 1e-12:
+            raise AssertionError("spherical harmonics do not rotate on the Lebedev grid")
+        _ROTATIONS[key] = R
+    return R
+
+
 def _close(x, y, rtol=REUSE_RTOL):
     """max |x - y| <= rtol max |y| (both arrays of one shape)."""
     return y.size == 0 or bool(np.abs(x - y).max() <= rtol * np.abs(y).max())
@@ -135,6 +157,8 @@ class _Atom:
         self.dEdQ_grid = np.zeros((nspins, NLCOMP))      # filled after the adjoint
         self.onecentre = None                            # RadialGaussianConvolver
         self.oc_state = [None] * nspins
+        self.oc_grid = [None] * nspins     # image atoms: the grid part of the ae entries
+        self.reused = False
 
     def set_shape(self, rc):
         """Gaussian compensation functions g_l(r) = c_l r^l exp(-r^2/rc^2)
@@ -357,12 +381,42 @@ class PAWFeatures:
             shells_forward(self._entry_block(self.a_spe, s, i), *(x[s] for x in at.lat), Dc,
                            at.klo, at.sidx, at.swts, self._entry_block(self.G_spe, s, i),
                            self._entry_block(self.dG_spe, s, i))
+        # an image atom (_find_images: equal radial densities on permuted
+        # directions, so equal Delta' and all-electron exponents) takes its
+        # representative's one-centre features on the permuted directions;
+        # evaluate() computes its own if the image is not reused after all
+        reps = {}
+        needed = {at.image[0] for at in self.atoms if at.image is not None}
         for i, at in enumerate(self.atoms):
-            C = self.f * at.coefficients(s, self.nspins)
-            G1, dG1, at.oc_state[s] = at.onecentre.forward(
-                C, Y_nL, self.ae_entries(self.a_spe, s, i))
+            if at.image is not None and at.image[0] in reps:
+                j, P = at.image
+                G1, dG1 = (x[:, P] for x in reps[j])
+                at.oc_grid[s] = (self.ae_entries(self.G_spe, s, i).copy(),
+                                 self.ae_entries(self.dG_spe, s, i).copy())
+                at.oc_state[s] = None
+            else:
+                G1, dG1, at.oc_state[s] = self._onecentre_forward(i, s)
+                if i in needed:
+                    reps[i] = (G1, dG1)
             self.ae_entries(self.G_spe, s, i)[:] += G1
             self.ae_entries(self.dG_spe, s, i)[:] += dG1
+
+    def _onecentre_forward(self, i, s):
+        at = self.atoms[i]
+        C = self.f * at.coefficients(s, self.nspins)
+        return at.onecentre.forward(C, Y_nL, self.ae_entries(self.a_spe, s, i))
+
+    def _own_onecentre(self, i):
+        """An image atom that is evaluated after all: its own one-centre
+        features (the same arithmetic as for any other atom)."""
+        at = self.atoms[i]
+        for s in range(self.nspins):
+            if at.oc_state[s] is None:
+                G1, dG1, at.oc_state[s] = self._onecentre_forward(i, s)
+                g, dg = at.oc_grid[s]
+                self.ae_entries(self.G_spe, s, i)[:] = g + G1
+                self.ae_entries(self.dG_spe, s, i)[:] = dg + dG1
+                at.oc_grid[s] = None
 
     def _shape_spectra(self):
         """Per atom (F, key, p_c): F (L, G) the analytic Fourier transforms of
@@ -371,19 +425,23 @@ class PAWFeatures:
         object), and the separable phase exp(-i G.R_a) = p_0(m_0) p_1(m_1)
         p_2(m_2), p_c(m) = exp(-2 pi i m s_c) for G = sum_c m_c b_c and
         fractional position s."""
-        key = (tuple(self.N_c), self.cell_cv.tobytes())
+        lay = self.conv.layout
+        key = (tuple(self.N_c), self.cell_cv.tobytes(), lay.y0, lay.y1)
         caches = self.settings.caches
         cache = caches.compensation
         if cache is not None and cache[0] == key:
             Gv, shapes = cache[1], cache[2]
         else:
-            Gv, shapes = reciprocal_vectors(self.cell_cv, self.N_c), {}
+            # the local rows of the half-complex grid (slab layout)
+            Gv = np.ascontiguousarray(lay.recip_rows(reciprocal_vectors(self.cell_cv,
+                                                                        self.N_c)))
+            shapes = {}
             caches.compensation = (key, Gv, shapes)
         self.Gv = Gv
         vol = abs(np.linalg.det(self.cell_cv))
         Ntot = float(np.prod(self.N_c))
         N0, N1, N2 = (int(n) for n in self.N_c)
-        m_c = (np.fft.fftfreq(N0, 1.0 / N0), np.fft.fftfreq(N1, 1.0 / N1),
+        m_c = (np.fft.fftfreq(N0, 1.0 / N0), np.fft.fftfreq(N1, 1.0 / N1)[lay.y0:lay.y1],
                np.arange(N2 // 2 + 1, dtype=float))
         out = []
         for at in self.atoms:
@@ -431,12 +489,12 @@ class PAWFeatures:
         return out
 
     def compensation(self, s):
-        """f * sum_a sum_L Q_asL g_aL(r) on the full grid (channel units).
+        """f * sum_a sum_L Q_asL g_aL(r) on the grid (channel units; the
+        convolver's real-space slab).
 
         Per group of atoms sharing F: sum_L F_L(G) S_L(G) with the structure
         factors S_L(m0, m1, m2) = sum_a Q_aL p0_a(m0) [p1_a p2_a](m1, m2), one
         complex matrix product over the atoms."""
-        import scipy.fft
         if self._groups_cache is None:
             self._groups_cache = self._groups()
         N0 = int(self.N_c[0])
@@ -447,17 +505,17 @@ class PAWFeatures:
             S = (A @ P12).reshape(F.shape)
             c = np.einsum("L...,L...->...", F, S)
             spec = c if spec is None else spec + c
-        return self.f * scipy.fft.irfftn(spec, s=tuple(self.N_c))
+        return self.f * self.conv.layout.irfftn(spec)
 
     def _dual(self, v_feat):
         """X(G) with sum_r dv v(r) g(r) = Re sum_G X(G) F(G) phase(G) for a
         function g = irfftn(F phase): the half-complex weights, conj(V) and
         dv / N (irfftn convention), times the channel factor f."""
-        import scipy.fft
+        lay = self.conv.layout
         Ntot = float(np.prod(self.N_c))
         dv = abs(np.linalg.det(self.cell_cv)) / Ntot
-        V = scipy.fft.rfftn(v_feat)
-        return (self.f * dv / Ntot) * half_complex_weights(self.N_c) * np.conj(V)
+        V = lay.rfftn(v_feat)
+        return (self.f * dv / Ntot) * lay.recip_rows(half_complex_weights(self.N_c)) * np.conj(V)
 
     def compensation_derivative(self, s, v_feat):
         """dE/dQ_asL of the grid feature density, v_feat = dE/dn_feat per
@@ -470,7 +528,7 @@ class PAWFeatures:
         for F, idx, P0, P12 in self._groups_cache:
             Y = (F * X[None]).reshape(NLCOMP * N0, -1)
             Z = (Y @ P12.T).reshape(NLCOMP, N0, len(idx))            # (L, m0, a)
-            d = np.real(np.einsum("Lma,am->aL", Z, P0))
+            d = self.conv.layout.sum(np.real(np.einsum("Lma,am->aL", Z, P0)))
             for j, i in enumerate(idx):
                 self.atoms[i].dEdQ_grid[s] += d[j]
 
@@ -485,7 +543,7 @@ class PAWFeatures:
             out[i] = np.real(np.tensordot(-1j * spec, self.Gv,
                                           axes=(list(range(spec.ndim)),
                                                 list(range(spec.ndim)))))
-        return out
+        return self.conv.layout.sum(out)
 
     def compensation_strain(self, s, v_feat):
         """(3, 3) correction to the homogeneous strain derivative for the
@@ -523,7 +581,7 @@ class PAWFeatures:
                 dS = -Gv[..., w] / (2.0 * at.beta) * S + env * dY
                 for v in range(3):
                     out[v, w] -= np.real(np.sum(x * Gv[..., v] * dS))
-        return out
+        return self.conv.layout.sum(out)
 
     def point_strain(self, grad_px):
         """(3, 3) correction to the homogeneous strain derivative for the
@@ -594,17 +652,38 @@ class PAWFeatures:
         added by :meth:`finish`), and the point weights dE/dG for the
         adjoint (:meth:`point_sources`).  Atoms that are images of an
         earlier atom (:meth:`_find_images`, checked again here on the
-        features) take its kernel output on permuted directions."""
+        features) take its kernel output on permuted directions.
+
+        With the grid distributed over several ranks (the convolver's slab
+        layout) the evaluated atoms are shared out round-robin, each with
+        its images, and the energies, dE/dD and point weights are summed
+        over the ranks (every rank ends with the same numbers as a serial
+        call: each is computed on one rank only)."""
+        lay = self.conv.layout
         out = {}
         kept = {}
         needed = {at.image[0] for at in self.atoms if at.image is not None}
         self.n_evaluated = 0
+        owner_of = {}
+        E_a = np.zeros(len(self.atoms))
+        dE_a = [np.zeros_like(at.D_sp) for at in self.atoms]
+        if lay.distributed:
+            self.W_spe[:] = 0.0
         for i, at in enumerate(self.atoms):
-            E = -at.xcc.e_xc0
-            dEdD_sp = np.zeros_like(at.D_sp)
-            reuse = at.image is not None and at.image[0] in kept and self._image_valid(i)
-            if not reuse:
+            reuse = at.image is not None and self._image_valid(i)
+            at.reused = reuse
+            if reuse:
+                owner = owner_of[at.image[0]]
+            else:
+                owner = self.n_evaluated % lay.size
+                owner_of[i] = owner
                 self.n_evaluated += 1
+                if at.image is not None:
+                    self._own_onecentre(i)
+            if owner != lay.rank:
+                continue
+            E = -at.xcc.e_xc0
+            dEdD_sp = dE_a[i]
             for ae, rv in at.rv.items():
                 if reuse:
                     j, P = at.image
@@ -619,7 +698,17 @@ class PAWFeatures:
                 e, dE = rv.energy_and_derivative(*res)
                 E += e
                 dEdD_sp += dE
-            out[at.a] = [at.D_sp, E, dEdD_sp]
+            E_a[i] = E
+        if lay.distributed:
+            pack = lay.sum(np.concatenate([E_a] + [d.ravel() for d in dE_a]))
+            E_a = pack[:len(E_a)]
+            o = len(E_a)
+            for i, d in enumerate(dE_a):
+                d[:] = pack[o:o + d.size].reshape(d.shape)
+                o += d.size
+            lay.sum(self.W_spe)
+        for i, at in enumerate(self.atoms):
+            out[at.a] = [at.D_sp, float(E_a[i]), dE_a[i]]
         return out
 
     def features(self, i, ae, s, a_ig, nch):
@@ -667,12 +756,22 @@ class PAWFeatures:
         density: the one-centre features of Delta' and the compensation
         moments Q_L (which enter Delta' and the grid feature density)."""
         out = {}
+        kept = {}
         for i, at in enumerate(self.atoms):
             nq = len(at.dnq_qg)
             dD_sLq = np.zeros_like(at.D_sLq)
             for s in range(self.nspins):
-                dC = self.f * at.onecentre.adjoint(self.ae_entries(self.W_spe, s, i),
-                                                   at.oc_state[s])
+                if at.oc_state[s] is None:
+                    # a reused image (dE/dG of its entries = its representative's
+                    # on permuted directions): the adjoint, a sum over
+                    # directions with Y_nL, is the representative's rotated
+                    j, P = at.image
+                    dCj = kept[(j, s)]
+                    dC = harmonic_rotation(P, len(dCj)) @ dCj
+                else:
+                    dC = self.f * at.onecentre.adjoint(self.ae_entries(self.W_spe, s, i),
+                                                       at.oc_state[s])
+                    kept[(i, s)] = dC
                 dQ = at.dEdQ_grid[s] - dC[np.arange(NLCOMP), at.comp_index()]
                 dD_sLq[s] = dC[:, :nq]
                 dD_sLq[s, :NLCOMP] += dQ[:, None] * at.mom_Lq

@@ -402,10 +402,12 @@ class CiderXC(MGGA):
         self._spos_ac = np.array(spos_ac, dtype=float)
 
     def _convolver(self, gd):
-        key = (tuple(gd.N_c), gd.cell_cv.tobytes())
+        # the FFT features are distributed in slabs over the domain ranks
+        comm = gd.comm if gd.comm.size > 1 else None
+        key = (tuple(gd.N_c), gd.cell_cv.tobytes(), gd.comm.size, gd.comm.rank)
         if self._conv is None or self._conv[0] != key:
             self._conv = (key, PeriodicGaussianConvolver(gd.cell_cv, gd.N_c,
-                                                         self.exponent_ratio))
+                                                         self.exponent_ratio, comm=comm))
         return self._conv[1]
 
     def _orbitals_missing(self):
@@ -452,8 +454,10 @@ class CiderXC(MGGA):
             super().calculate_impl(gd, n_sg, v_sg, e_g)
         # GPAW's own meta-GGA work in this call (gradients, tau from the
         # orbitals, restriction of dE/dtau): what any meta-GGA pays
-        self.timings["gpaw_mgga"] += time.perf_counter() - t1 - (self.kernel.grid_time - k0)
+        t2 = time.perf_counter()
+        self.timings["gpaw_mgga"] += t2 - t1 - (self.kernel.grid_time - k0)
         results = paw.evaluate(self.kernel) if paw is not None else None
+        t3 = time.perf_counter()
         if paw is not None:
             self.timings["onsite_atoms"] = self.timings.get("onsite_atoms", 0) + len(paw.atoms)
             self.timings["onsite_evaluated"] = (self.timings.get("onsite_evaluated", 0)
@@ -461,43 +465,56 @@ class CiderXC(MGGA):
         shape = v_sg.shape[1:]
         for s, vG, state, _nf, efac in ctx.pending:
             vGp = paw.point_sources(s) if paw is not None else None
-            v_feat = ctx.conv.adjoint(ctx.full_stack(efac * vG, shape), state, vGp=vGp)
+            v_feat = ctx.conv.adjoint(ctx.slab_stack(efac * vG, shape), state, vGp=vGp)
             v_sg[s] += ctx.local(v_feat) / efac      # channel density = n_s / efac
             if paw is not None:
                 paw.compensation_derivative(s, v_feat)
                 if self._keep_for_forces is not None:
                     self._keep_for_forces.setdefault("pending", []).append(
                         (s, state, _nf, v_feat))
+        t4 = time.perf_counter()
         if paw is not None:
             for a, dEdD_sp in paw.finish().items():
                 results[a][2] += dEdD_sp
             self._paw_cache = results
             if self._keep_for_forces is not None:
                 self._keep_for_forces["paw"] = paw
-        self.timings["features"] += time.perf_counter() - t0
+        t5 = time.perf_counter()
+        # where the time of the grid call goes (seconds summed over calls):
+        # the PAW preparation (radial densities and exponents of every atom,
+        # sampling points), the kernel on the grid inside GPAW's MGGA call
+        # (FFT features, grid points and PAW point features, the model),
+        # the on-site evaluations, the adjoint, and the one-centre adjoint
+        for key, dt in (("paw_prepare", t1 - t0), ("grid_kernel", self.kernel.grid_time - k0),
+                        ("paw_onsite", t3 - t2), ("adjoint", t4 - t3), ("paw_finish", t5 - t4)):
+            self.timings[key] = self.timings.get(key, 0.0) + dt
+        self.timings["features"] += t5 - t0
         self.timings["calls"] += 1
 
     # --- PAW-consistent on-site terms (paw_features='nonlocal') ----------
     def _all_D_asp(self):
-        """D_sp of every atom on every rank (the FFT features are computed
-        redundantly on full grids, so every rank needs all radial points)."""
+        """D_sp of every atom on every rank (every rank builds every atom's
+        radial data: the off-grid interpolation shares the radial points out
+        by the slab their stencil starts in, the on-site evaluations go
+        round-robin over the ranks).  One sum over the ranks of the packed
+        density matrices (each atom's nonzero on its owner only: exact)."""
         D_asp = self._density.D_asp
         setups = self.wfs.setups
         natoms = len(setups)
         comm = D_asp.partition.comm
         # decided alike on every rank (a rank-local test would leave the
-        # ranks holding every atom out of the broadcasts below: deadlock)
+        # ranks holding every atom out of the collective below: deadlock)
         if comm.size == 1:
             return {a: np.asarray(D_asp[a]) for a in range(natoms)}
-        out = {}
+        nspins = self.wfs.nspins
+        sizes = [nspins * setups[a].ni * (setups[a].ni + 1) // 2 for a in range(natoms)]
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        buf = np.zeros(int(offsets[-1]))
         for a in range(natoms):
-            owner = D_asp.partition.rank_a[a]
-            ni = setups[a].ni
-            buf = (np.array(D_asp[a], dtype=float) if comm.rank == owner else
-                   np.empty((self.wfs.nspins, ni * (ni + 1) // 2)))
-            comm.broadcast(buf, owner)
-            out[a] = buf
-        return out
+            if D_asp.partition.rank_a[a] == comm.rank:
+                buf[offsets[a]:offsets[a + 1]] = np.asarray(D_asp[a], dtype=float).ravel()
+        comm.sum(buf)
+        return {a: buf[offsets[a]:offsets[a + 1]].reshape(nspins, -1) for a in range(natoms)}
 
     def _onsite_prepare(self, gd, nspins):
         """PAWFeatures of this call: every atom's radial densities and the
@@ -567,7 +584,7 @@ class CiderXC(MGGA):
         shape = n_sg.shape[1:]
         extra_vv = np.zeros((3, 3))
         for s, vG, state, n_feat, efac in ctx.pending:
-            vG_full = ctx.full_stack(efac * vG, shape)
+            vG_full = ctx.slab_stack(efac * vG, shape)
             vGp = paw.point_sources(s) if paw is not None else None
             extra_vv += ctx.conv.strain_derivative(n_feat, vG_full, state, vGp=vGp)
             if paw is not None:
@@ -576,7 +593,7 @@ class CiderXC(MGGA):
                 extra_vv += paw.point_strain(ctx.conv.point_gradient(n_feat, vGp, state))
         if paw is not None:            # only symmetric strains are physical
             extra_vv = 0.5 * (extra_vv + extra_vv.T)
-        # every rank holds the full-grid result: add it once before the sum
+        # every rank holds the whole result (sums over the slabs done): add it once
         if gd.comm.rank == 0:
             stress_vv += extra_vv
         if not skip_sum:

@@ -25,6 +25,13 @@ def system(name):
         si.positions[1] += [0.05, -0.03, 0.02]
         return si, dict(kpts=(2, 2, 2), mode=PW(180), occupations=FermiDirac(0.05),
                         convergence={"energy": 1e-9, "density": 1e-8, "eigenstates": 1e-12})
+    if name == "si8":
+        # cubic cell, full symmetry: symmetry-equivalent atoms reuse a
+        # representative's on-site terms (and, on several domain ranks, the
+        # representatives are shared out over the ranks)
+        si = bulk("Si", "diamond", 5.43, cubic=True)
+        return si, dict(kpts=(1, 1, 1), mode=PW(150),
+                        convergence={"energy": 1e-9, "density": 1e-8, "eigenstates": 1e-12})
     if name == "fe":
         fe = bulk("Fe", "bcc", 2.87)
         fe.set_initial_magnetic_moments([2.3])
