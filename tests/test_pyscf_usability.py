@@ -168,8 +168,11 @@ def test_other_strings_are_stored_unchanged(water_sto3g, xc):
 
 def test_xc_round_trips_through_chkfile(tmp_path):
     from pyscf import lib
-    mol = gto.M(atom="O 0 0 0; H 0 0 0.971", basis="sto-3g", spin=1, verbose=0)
-    chk = str(tmp_path / "oh.chk")
+    # an open shell with a non-degenerate ground state (NH2, 2B1): OH's pi hole
+    # has two near-degenerate SCF solutions with the shipped default
+    mol = gto.M(atom="N 0 0 0.1494; H 0 0.8031 -0.4043; H 0 -0.8031 -0.4043", basis="sto-3g",
+                spin=1, verbose=0)
+    chk = str(tmp_path / "nh2.chk")
     mf = dft.UKS(mol, xc="cider-pbe0")
     mf.grids.level = 1
     mf.chkfile = chk
