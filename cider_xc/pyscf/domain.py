@@ -59,15 +59,3 @@ def _finalize(self):
 def _kohn_sham_base():
     from pyscf.dft import rks
     return rks.KohnShamDFT
-
-
-def install():
-    cls = _kohn_sham_base()
-    if cls.__dict__.get("_finalize") is not _finalize:
-        cls._finalize = _finalize
-
-
-def uninstall():
-    cls = _kohn_sham_base()
-    if cls.__dict__.get("_finalize") is _finalize:
-        del cls._finalize

@@ -196,6 +196,13 @@ def _dump_chk(mf, envs_or_file):
     return out
 
 
+def _kohn_sham_methods():
+    """Methods put on KohnShamDFT: the post-SCF domain check and the
+    semilocal start (each calls PySCF's own method through super())."""
+    from . import domain, start
+    return {"_finalize": domain._finalize, "get_init_guess": start.get_init_guess}
+
+
 def install():
     """Install the descriptors (idempotent)."""
     from pyscf.df import df_jk
@@ -209,18 +216,18 @@ def install():
         cls.dump_chk = _dump_chk
     if not hasattr(df_jk.density_fit, "_cider_orig"):
         df_jk.density_fit = _wrap_density_fit(df_jk.density_fit)
-    from . import domain, start
-    domain.install()        # one out-of-domain warning after a CIDER SCF
-    start.install()         # a CIDER SCF starts from its PBE analogue's density
+    # one out-of-domain warning after a CIDER SCF; a CIDER SCF starts from
+    # its PBE analogue's density
+    for name, method in _kohn_sham_methods().items():
+        if cls.__dict__.get(name) is not method:
+            setattr(cls, name, method)
 
 
 def uninstall():
     from pyscf.df import df_jk
     from pyscf.dft import rks
-    from . import domain, grad, start
+    from . import grad
     grad.uninstall()
-    domain.uninstall()
-    start.uninstall()
     if hasattr(df_jk.density_fit, "_cider_orig"):
         df_jk.density_fit = df_jk.density_fit._cider_orig
     cls = rks.KohnShamDFT
@@ -229,6 +236,9 @@ def uninstall():
             delattr(cls, name)
     if cls.__dict__.get("dump_chk") is _dump_chk:
         del cls.dump_chk
+    for name, method in _kohn_sham_methods().items():
+        if cls.__dict__.get(name) is method:
+            delattr(cls, name)
 
 
 def installed():

@@ -2,7 +2,7 @@
 
 When ``mf.kernel()`` runs with a CIDER functional and no ``dm0``, PySCF asks
 ``mf.get_init_guess``.  This module's override (installed on
-``pyscf.dft.rks.KohnShamDFT`` with the ``xc`` hook) first runs the same
+``pyscf.dft.rks.KohnShamDFT`` by :func:`.hook.install`) first runs the same
 calculation (same class, molecule, grids, density fitting, spin) with the
 CIDER exchange replaced by PBE exchange, e.g. ``0.25*GGA_X_PBE +
 0.75*GGA_X_PBE, GGA_C_PBE`` for the shipped PBE0 surrogate, from PySCF's
@@ -73,15 +73,3 @@ def get_init_guess(self, mol=None, key="minao", **kwargs):
              sl.xc, self.cider_start_cycles, time.perf_counter() - t0)
     dm = sl.make_rdm1()
     return dm
-
-
-def install():
-    cls = _base()
-    if cls.__dict__.get("get_init_guess") is not get_init_guess:
-        cls.get_init_guess = get_init_guess
-
-
-def uninstall():
-    cls = _base()
-    if cls.__dict__.get("get_init_guess") is get_init_guess:
-        del cls.get_init_guess
