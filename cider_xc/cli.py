@@ -307,6 +307,11 @@ def _print_evaluation(res, label):
     print(f"{label}: {len(res['systems'])} systems, {len(res['atomization'])} atomization energies")
     print(f"  MAE exchange energy   : CIDER {res['mae_ex_cider']:8.3f}  PBE {res['mae_ex_pbe']:8.3f} kcal/mol")
     print(f"  MAE atomization E_x   : CIDER {res['mae_aex_cider']:8.3f}  PBE {res['mae_aex_pbe']:8.3f} kcal/mol")
+    if "saturated_weight_fraction" in res:
+        worst = max(res["systems"], key=lambda n: res["systems"][n]["saturated"])
+        print(f"  F_x bound saturated on {100 * res['saturated_weight_fraction']:.3f}% of the "
+              f"exchange weight (worst: {worst}, "
+              f"{100 * res['systems'][worst]['saturated']:.2f}%)")
 
 
 class TrainCommand:

@@ -635,14 +635,15 @@ class CiderFunctional:
         return self.gp["amplitude"] * np.exp(-0.5 * d2 / self.gp["length_scale"] ** 2) \
             + 1e-8 * self.gp["amplitude"] * np.eye(len(Xc))
 
-    def enhancement(self, x, p=None, fpbe=None):
+    def enhancement(self, x, p=None, fpbe=None, return_raw=False):
         """F_x at model inputs x (n_features, N) with reduced gradient p (N,).
 
         Returns F (N,), dF/dx (n_features, N) and dF/dp at fixed x (N,), the
         PBE baseline's explicit p dependence.  The one place F_x is formed:
         the SCF plugins, training and evaluation all call it.  Training data
         store F_x^PBE itself: pass it as ``fpbe`` instead of p (dF/dp is then
-        None)."""
+        None).  ``return_raw`` adds F_x^PBE + g f_ML before the bound (where
+        it leaves [lower, upper] the bound saturates)."""
         f, df = self.fx(x)
         if self.gate is not None:
             g, dgp, dgv = self.gate.factor(x)
@@ -655,11 +656,13 @@ class CiderFunctional:
             fpbe, dfpbe = pbe_enhancement(p)
         else:
             fpbe, dfpbe = np.asarray(fpbe, dtype=float), None
-        F = fpbe + f
+        F = raw = fpbe + f
         if self.bound is not None:
             F, dT = self.bound(F)
             df = df * dT
             dfpbe = None if dfpbe is None else dfpbe * dT
+        if return_raw:
+            return F, df, dfpbe, raw
         return F, df, dfpbe
 
     def box_sample(self, n_points=200000, seed=0):

@@ -398,3 +398,34 @@ def test_alpha_eta_change_converts_stored_features_exactly(tmp_path, tiny_ref):
                 # converted = what a fresh SCF gives (same orbitals up to SCF noise)
                 np.testing.assert_allclose(conv[name][1][key], x, atol=1e-6)
         assert moved > 1e-2     # the conversion did something
+
+
+def test_range_penalty_keeps_the_fit_off_the_saturated_branch():
+    """Synthetic integrated data whose truth stays inside the bound's identity
+    range (F >= 0.45): the plain Gauss-Newton fit through T still parks
+    points on T's flat lower branch (raw F_PBE + f far below ``lower``); the
+    one-sided range pseudo-observations keep them near the range, with the
+    exact objective never rising between accepted steps."""
+    from cider_xc.model import FxBound
+    from cider_xc.training.gp import IntegratedGPR, Observation
+    rng = np.random.default_rng(0)
+    bound = FxBound(0.4, 1.7, 1.804)
+    systems_, base, obs = {}, {}, []
+    for i in range(30):
+        X = rng.normal(rng.uniform(-1, 1, 2), 0.3, (400, 2))
+        w, fb = np.full(400, 0.01), np.ones(400)
+        truth = fb - 0.55 * np.exp(-((X - [0.3, -0.2]) ** 2).sum(1) / 0.5)
+        assert truth.min() >= 0.45
+        systems_[f"s{i}"], base[f"s{i}"] = (X, w), fb
+        obs.append(Observation({f"s{i}": 1.0}, float(w @ (truth - fb)), 1e-3))
+    X = np.concatenate([s[0] for s in systems_.values()])
+    raw = {}
+    for ps in (None, 0.02):
+        gp = IntegratedGPR(n_control=40, length_scales=(0.5,), amplitudes=(0.3,), bound=bound,
+                           penalty_sigma=ps, penalty_points=4000).fit(systems_, obs, base)
+        raw[ps] = 1.0 + gp.predict(X)
+        acc = [s["objective"] for s in gp.gauss_newton_steps_ if s["accepted"]]
+        assert acc == sorted(acc, reverse=True)
+    assert raw[None].min() < bound.lower - 0.5          # the defect the penalty is for
+    assert raw[0.02].min() > bound.lower - 0.15
+    assert gp.gauss_newton_steps_[-1]["range_violations"] < 0.1 * gp.penalty_sample_size_

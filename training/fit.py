@@ -142,13 +142,24 @@ def evaluate_exchange(fn, data):
     """Exchange energies of the functional's F_x on reference orbitals.
 
     Returns a dict with per-system rows and MAEs (kcal/mol) of absolute
-    exchange and of atomization exchange, for CIDER and PBE."""
+    exchange and of atomization exchange, for CIDER and PBE, and with a bound,
+    the share of the exchange weight |w| where F_PBE + g f_ML leaves the
+    bound's identity range [lower, max(upper, F_PBE)] (where T saturates;
+    ``saturated_weight_fraction``, per system as ``saturated``)."""
     systems, _, baselines = training_systems(data)
     rows = {}
+    sat_w = tot_w = 0.0
     for name, (attrs, arrays) in data.items():
         X, w = systems[name]
-        e_c = float(w @ fn.enhancement(X.T, fpbe=baselines[name])[0])
+        F, _, _, raw = fn.enhancement(X.T, fpbe=baselines[name], return_raw=True)
+        e_c = float(w @ F)
         rows[name] = {"exx": float(attrs["exx"]), "cider": e_c, "pbe": float(attrs["ex_pbe"])}
+        if fn.bound is not None:
+            out = (raw < fn.bound.lower) | (raw > np.maximum(fn.bound.upper, baselines[name]))
+            aw = np.abs(w)
+            rows[name]["saturated"] = float(aw[out].sum() / max(aw.sum(), 1e-300))
+            sat_w += float(aw[out].sum())
+            tot_w += float(aw.sum())
     ae = {}
     for name in data:
         coefs = atomization_coefs(data, name)
@@ -160,9 +171,12 @@ def evaluate_exchange(fn, data):
         if not tab:
             return float("nan")
         return float(np.mean([abs(r[key] - r["exx"]) for r in tab.values()]) * HARTREE_TO_KCAL)
-    return {"systems": rows, "atomization": ae,
-            "mae_ex_cider": mae(rows, "cider"), "mae_ex_pbe": mae(rows, "pbe"),
-            "mae_aex_cider": mae(ae, "cider"), "mae_aex_pbe": mae(ae, "pbe")}
+    out = {"systems": rows, "atomization": ae,
+           "mae_ex_cider": mae(rows, "cider"), "mae_ex_pbe": mae(rows, "pbe"),
+           "mae_aex_cider": mae(ae, "cider"), "mae_aex_pbe": mae(ae, "pbe")}
+    if fn.bound is not None:
+        out["saturated_weight_fraction"] = sat_w / max(tot_w, 1e-300)
+    return out
 
 
 def calibrate_domain(fn, data, bad_kcal=10.0, protect=(), point_stds=None,
