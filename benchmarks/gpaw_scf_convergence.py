@@ -19,6 +19,7 @@ with NaN energies or do not converge at these settings).
 Results: PREFIX.json (after every run) and PREFIX.txt.
 """
 import argparse
+import json
 import os
 import re
 import sys
@@ -105,20 +106,30 @@ def main(argv=None):
     ap.add_argument("--model", default=None)
     ap.add_argument("--out", required=True)
     ap.add_argument("--logdir", default="gpaw-scf-logs")
+    ap.add_argument("--reuse", default=None,
+                    help="take the rows of the model-independent runs (every xc but CIDER) "
+                         "from an earlier results .json of the same settings")
     args = ap.parse_args(argv)
+    reused = {}
+    if args.reuse:
+        with open(args.reuse) as f:
+            reused = {(r["system"], r["xc"]): r for r in json.load(f)["rows"]
+                      if r["xc"] != "CIDER"}
     import cider_xc
     model = args.model or cider_xc.DEFAULT_FUNCTIONAL
     os.makedirs(args.logdir, exist_ok=True)
     rows = []
     head = [f"plain GPAW, PW({args.ecut:g} eV), default mixer/eigensolver; atoms and "
             f"molecules in a {args.box:g} A box; CIDER = {model}",
-            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, one process", "",
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, one process"
+            + (f"; non-CIDER rows reused from {args.reuse}" if args.reuse else ""), "",
             f"{'system':>6s} {'xc':>11s} {'conv':>5s} {'iter':>5s} {'E / eV':>14s} "
             f"{'first iter':>12s} {'s':>7s}"]
     lines = []
     for name in args.systems:
         for xc in XCS:
-            r = run(name, xc, args.ecut, args.box, model, args.maxiter, args.logdir)
+            r = reused.get((name, xc)) or run(name, xc, args.ecut, args.box, model,
+                                              args.maxiter, args.logdir)
             rows.append(r)
             lines.append(f"{name:>6s} {xc:>11s} {str(r['converged']):>5s} {r['iterations']:5d} "
                          f"{r['energy']:14.6f} {r['first_energy'] or float('nan'):12.3f} "

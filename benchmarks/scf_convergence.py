@@ -87,14 +87,24 @@ def main(argv=None):
     ap.add_argument("--model", default=None, help="CIDER functional (default: shipped)")
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--reuse", default=None,
+                    help="take the PBE results (model-independent) from an earlier "
+                         "PREFIX.json where it has the same system, basis and DF setting")
     args = ap.parse_args(argv)
+    import json
     import joblib
     import cider_xc
     from cider_xc.training import systems
     model = args.model or cider_xc.DEFAULT_FUNCTIONAL
     dfs = {"yes": [True], "no": [False], "both": [True, False]}[args.df]
+    reused = {}
+    if args.reuse:
+        with open(args.reuse) as f:
+            reused = {(r["name"], r["basis"], r["df"]): r for r in json.load(f)["results"]
+                      if r["xc"] == "PBE"}
     sets = {}
     jobs = []
+    results = []
     for s in args.sets:
         syss = systems.resolve(SET_SPECS.get(s, s))
         sets[s] = {x.name for x in syss}
@@ -102,11 +112,15 @@ def main(argv=None):
             for df in dfs:
                 for x in syss:
                     for m in ("PBE", "CIDER"):
+                        if m == "PBE" and (x.name, basis, df) in reused:
+                            results.append(reused[(x.name, basis, df)])
+                            continue
                         jobs.append(joblib.delayed(run_one)(x, basis, df, m, model))
-    results = []
     header = [f"plain mf.kernel(), PySCF defaults; CIDER = {cider_xc.load(model).describe()}",
               f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '1')} per process, "
-              f"{args.n_jobs} processes", ""]
+              f"{args.n_jobs} processes"
+              + (f"; {len(results)} PBE runs reused from an earlier results file"
+                 if results else ""), ""]
     par = joblib.Parallel(n_jobs=args.n_jobs, return_as="generator_unordered")
     for i, r in enumerate(par(jobs)):
         results.append(r)

@@ -382,7 +382,7 @@ class TrainCommand:
                            for s in systems.resolve(_rel(cfg, p) if p.endswith(".txt") else p)]
                 held_out = {n: v for n, v in vdata.items() if n not in data}
                 dom = fit.calibrate_domain(fn, held_out, bad_kcal=ecfg.get("bad_kcal", 10.0),
-                                           protect=protect)
+                                           protect=protect, quiet_data=data)
                 fn.header["domain"] = dom
                 print(f"out-of-domain warning calibrated on {dom['n_systems']} held-out "
                       f"systems: point std > {dom['point_std']:.3g} on more than "

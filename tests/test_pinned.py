@@ -18,7 +18,7 @@ PINNED = {
     # of the exchange weight saturated, was 0.7%); water's energy spread over
     # grid levels 2-5 went from 5e-4 to 7e-6 Hartree: a deliberate change
     "model": "cider-pbe0",
-    "model_checksum": "sha256:a6481101914bbca95db794b5a57c7d7fa0ed268b9a97932e9bfe68a98c65076c",
+    "model_checksum": "sha256:30f16932f7c07287ba9c857d43b90a57607c48840c9646b66d9b370da90fd52d",
     "H2O_RKS_def2-svp_grid2_hartree": -76.27914693303555,
     # open shell: NH2 (non-degenerate 2B1); the previous default gave OH's pi
     # hole two SCF solutions 1.3e-5 Hartree apart

@@ -180,7 +180,7 @@ def evaluate_exchange(fn, data):
 
 
 def calibrate_domain(fn, data, bad_kcal=10.0, protect=(), point_stds=None,
-                     fractions=None):
+                     fractions=None, quiet_data=None):
     """Choose the out-of-domain warning thresholds on held-out data.
 
     For every system: the share of its exchange energy (|w_g e_g|) on points
@@ -189,7 +189,10 @@ def calibrate_domain(fn, data, bad_kcal=10.0, protect=(), point_stds=None,
     is *bad* above ``bad_kcal``.  Over a grid of (point threshold, weight
     fraction) pairs, pick the one that flags the most bad systems minus
     wrongly flagged ones, never flagging a system named in ``protect`` (for
-    example the G2-1 molecules, inside the training chemistry).
+    example the G2-1 molecules, inside the training chemistry) nor any system
+    of ``quiet_data`` (same form as ``data``; the training data: a system the
+    model was fitted to is in its domain by definition; the first shipped
+    calibration without it warned on the H atom, 0.1 kcal/mol off).
 
     Returns a dict {point_std, weight_fraction, bad_kcal, n_bad, n_flagged,
     n_flagged_bad, spearman} for ``header["domain"]``.
@@ -211,12 +214,17 @@ def calibrate_domain(fn, data, bad_kcal=10.0, protect=(), point_stds=None,
     errs = np.array(errs)
     bad = errs > bad_kcal
     prot = np.array([n in set(protect) for n in names])
+    quiet = []
+    if quiet_data:
+        qsys, _, _ = training_systems(quiet_data)
+        quiet = [(fn.gated_uncertainty(X.T), np.abs(w)) for X, w in qsys.values()]
     best = None
     for thr in point_stds:
         share = np.array([a[s > thr].sum() / a.sum() for s, a in (stds[n] for n in names)])
+        qshare = np.array([a[s > thr].sum() / a.sum() for s, a in quiet])
         for frac in fractions:
             flag = share > frac
-            if np.any(flag & prot):
+            if np.any(flag & prot) or np.any(qshare > frac):
                 continue
             score = int((flag & bad).sum()) - int((flag & ~bad).sum())
             if best is None or score > best[0]:
