@@ -31,6 +31,12 @@ comparison, the local features on site.  Goal: within
         [--basis cc-pcvqz] [--pyscf-from FILE] [--gpaw-from FILE]
 
 Writes benchmarks/results_gpaw_pyscf_consistency.json.
+
+With ``--scf`` the CIDER energies are self-consistent in both codes instead
+(plain GPAW SCF with ``CiderXC()``, plain ``mf.kernel()`` in PySCF), PBE's
+too; written to results_gpaw_pyscf_consistency_scf.json by default.  The PBE
+energies can be reused from a PBE-density run (``--gpaw-from``,
+``--pyscf-from``: they are the same PBE SCFs).
 """
 import argparse
 import json
@@ -71,6 +77,45 @@ def gpaw_energy(symbols, positions, ecut, box, log):
     e = atoms.get_potential_energy()
     return e, {variant: atoms.calc.get_xc_difference(CiderXC(**kw))
                for variant, kw in VARIANTS.items()}
+
+
+def gpaw_scf_energy(symbols, positions, ecut, box, log):
+    """Self-consistent CIDER energy (eV): plain GPAW with CiderXC(), the same
+    settings as :func:`gpaw_energy`."""
+    from ase import Atoms
+    from gpaw import GPAW, PW, FermiDirac
+    from cider_xc.gpaw import CiderXC
+    atoms = Atoms(symbols, positions=positions, cell=[box, box, box], pbc=True)
+    atoms.center()
+    kw = dict(mode=PW(ecut), kpts=(1, 1, 1), txt=log, legacy_gpaw=True, maxiter=400,
+              convergence={"energy": 1e-6, "density": 1e-5})
+    if len(symbols) == 1:
+        kw.update(hund=True, spinpol=True, occupations=FermiDirac(0.0, fixmagmom=True),
+                  symmetry="off")
+    else:
+        kw.update(occupations=FermiDirac(0.0))
+    atoms.calc = GPAW(xc=CiderXC(), **kw)
+    e = atoms.get_potential_energy()
+    if not atoms.calc.scf.converged:
+        raise RuntimeError(f"GPAW CIDER SCF of {symbols} did not converge")
+    return e, atoms.calc.scf.niter
+
+
+def pyscf_scf_energy(symbols, positions, basis):
+    """Self-consistent CIDER energy (Ha) with plain mf.kernel()."""
+    from pyscf import dft, gto
+    import cider_xc
+    spin = MAGMOM[symbols[0]] if len(symbols) == 1 else 0
+    mol = gto.M(atom=list(zip(symbols, map(tuple, positions))), basis=pyscf_basis(basis),
+                spin=spin, verbose=0)
+    mf = (dft.UKS if spin else dft.RKS)(mol).density_fit()
+    mf.grids.level = 4
+    mf.conv_tol = 1e-9
+    mf.xc = cider_xc.load()
+    e = mf.kernel()
+    if not mf.converged:
+        raise RuntimeError(f"PySCF CIDER SCF of {symbols} did not converge")
+    return e
 
 
 def pyscf_basis(name):
@@ -114,9 +159,14 @@ def main():
     ap.add_argument("--gpaw-from", default=None,
                     help="take the GPAW energies (all variants) from an earlier results "
                          "file (same cutoff and box) instead of recomputing them")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__),
-                                                  "results_gpaw_pyscf_consistency.json"))
+    ap.add_argument("--scf", action="store_true",
+                    help="self-consistent CIDER energies in both codes")
+    ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.out is None:
+        args.out = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "results_gpaw_pyscf_consistency"
+                                + ("_scf" if args.scf else "") + ".json")
     from ase.build import molecule
     mols = {m: molecule(m) for m in args.molecules}
     atoms = sorted({s for m in mols.values() for s in m.get_chemical_symbols()})
@@ -139,6 +189,8 @@ def main():
         if (old["settings"].get("ecut"), old["settings"].get("box")) != (args.ecut, args.box):
             raise SystemExit(f"{args.gpaw_from} was run with another cutoff or box")
         reuse_gpaw = {v: old["energies_kcal"][v] for v in VARIANTS}
+    if args.scf:
+        return main_scf(args, mols, systems, logdir, reuse, reuse_gpaw)
     for name, (sym, pos) in systems.items():
         t = time.perf_counter()
         if reuse_gpaw and all(f"{name}/PBE" in reuse_gpaw[v] for v in VARIANTS):
@@ -187,6 +239,54 @@ def main():
           " features on site; last column: PBE exchange instead of CIDER on site)")
     with open(args.out, "w") as f:
         json.dump({"settings": vars(args), "energies_kcal": E, "rows": rows,
+                   "max_abs_diff": worst}, f, indent=1)
+
+
+def main_scf(args, mols, systems, logdir, reuse, reuse_gpaw):
+    E = {"gpaw": {}, "pyscf": {}}
+    info = {}
+    for name, (sym, pos) in systems.items():
+        t = time.perf_counter()
+        if reuse_gpaw and f"{name}/PBE" in reuse_gpaw["gpaw"]:
+            E["gpaw"][f"{name}/PBE"] = reuse_gpaw["gpaw"][f"{name}/PBE"]
+        else:
+            e, _ = gpaw_energy(sym, pos, args.ecut, args.box,
+                               os.path.join(logdir, f"gpaw_{name}_PBE.txt"))
+            E["gpaw"][f"{name}/PBE"] = e * EV_TO_KCAL
+        e, niter = gpaw_scf_energy(sym, pos, args.ecut, args.box,
+                                   os.path.join(logdir, f"gpaw_{name}_CIDER_scf.txt"))
+        E["gpaw"][f"{name}/CIDER"] = e * EV_TO_KCAL
+        info[f"gpaw/{name}"] = {"iterations": niter, "seconds": time.perf_counter() - t}
+        print(f"GPAW  {name:4s} CIDER SCF {e:14.6f} eV in {niter} iterations  "
+              f"{time.perf_counter() - t:7.1f} s", flush=True)
+        t = time.perf_counter()
+        if f"{name}/PBE" in reuse:
+            E["pyscf"][f"{name}/PBE"] = reuse[f"{name}/PBE"]
+        else:
+            e, _ = pyscf_energy(sym, pos, args.basis)
+            E["pyscf"][f"{name}/PBE"] = e * HARTREE_TO_KCAL
+        e = pyscf_scf_energy(sym, pos, args.basis)
+        E["pyscf"][f"{name}/CIDER"] = e * HARTREE_TO_KCAL
+        print(f"PySCF {name:4s} CIDER SCF {e:14.8f} Ha  {time.perf_counter() - t:7.1f} s",
+              flush=True)
+        with open(args.out, "w") as f:
+            json.dump({"settings": vars(args), "energies_kcal": E, "scf": info}, f, indent=1)
+    rows = []
+    print("\nCIDER - PBE atomization energy, both self-consistent (kcal/mol)")
+    print(f"{'molecule':8s} {'GPAW':>9s} {'PySCF':>9s} {'diff':>8s}")
+    for m, a in mols.items():
+        d = {}
+        for code in ("gpaw", "pyscf"):
+            ae = {xc: sum(E[code][f"{s}/{xc}"] for s in a.get_chemical_symbols())
+                  - E[code][f"{m}/{xc}"] for xc in ("PBE", "CIDER")}
+            d[code] = ae["CIDER"] - ae["PBE"]
+        rows.append({"molecule": m, **d, "diff": d["gpaw"] - d["pyscf"]})
+        print(f"{m:8s} {d['gpaw']:9.3f} {d['pyscf']:9.3f} {d['gpaw'] - d['pyscf']:8.3f}")
+    worst = max(abs(r["diff"]) for r in rows)
+    print(f"max |GPAW - PySCF| = {worst:.3f} kcal/mol (goal <= 1): "
+          f"{'MET' if worst <= 1.0 else 'NOT MET'}")
+    with open(args.out, "w") as f:
+        json.dump({"settings": vars(args), "energies_kcal": E, "scf": info, "rows": rows,
                    "max_abs_diff": worst}, f, indent=1)
 
 

@@ -327,6 +327,15 @@ def test_calibrate_domain(tiny_data):
     with pytest.raises(ValueError, match="protected"):
         fit.calibrate_domain(fn, data, protect=list(data), point_stds=[0.0],
                              fractions=[-1.0])
+    # systems of quiet_data (the training set) must stay silent too: the pair
+    # that flags everything is ruled out, a pair that flags nothing is left
+    loud = fit.calibrate_domain(fn, data, bad_kcal=0.0, point_stds=[0.0, 1e9],
+                                fractions=[-1.0, 2.0])
+    assert loud["n_flagged"] == 5
+    quiet = fit.calibrate_domain(fn, data, bad_kcal=0.0, point_stds=[0.0, 1e9],
+                                 fractions=[-1.0, 2.0],
+                                 quiet_data={"H": data["H"]})
+    assert quiet["n_flagged"] == 0
 
 
 def _training_dir():
