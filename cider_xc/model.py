@@ -430,12 +430,17 @@ class XResult:
     """Exchange energy density (per volume) and its derivatives, per point.
 
     vrho, vsigma, vtau include the dependence through the exponents a_i when
-    dG/da was supplied; vG is dE/dG_i at fixed exponents (n_nonlocal, N)."""
+    dG/da was supplied; vG is dE/dG_i at fixed exponents (n_nonlocal, N).
+    x (n_features, N) are the model inputs and e0 (N,) the LDA exchange
+    energy density (0 below the density cutoff) they were weighted with: what
+    the out-of-domain check needs."""
     exc: np.ndarray
     vrho: np.ndarray
     vsigma: np.ndarray
     vtau: np.ndarray
     vG: np.ndarray
+    x: np.ndarray = None
+    e0: np.ndarray = None
 
 
 class CiderFunctional:
@@ -711,4 +716,4 @@ class CiderFunctional:
             vrho = vrho + w * da_dn
             vsigma = vsigma + w * da_ds
             vtau = vtau + w * da_dt
-        return XResult(exc, vrho, vsigma, vtau, vG)
+        return XResult(exc, vrho, vsigma, vtau, vG, x, e0)

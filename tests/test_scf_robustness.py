@@ -144,3 +144,32 @@ def test_semilocal_start_keeps_the_solution_and_the_users_choices(tmp_path):
     mf4.init_guess = "chk"
     mf4.kernel()
     assert mf4.cider_start_cycles == 0 and abs(mf4.e_tot - e_on) < 1e-8
+
+
+def test_domain_check_reuses_the_final_evaluation():
+    """The post-SCF domain check reads the model inputs of the SCF's last CIDER
+    evaluation (the final density's, with PySCF's conv_check) instead of
+    recomputing the features: same report as uncertainty_report(mf), to
+    rounding, for a closed and an open shell; inputs of another grid are
+    never used."""
+    from cider_xc.pyscf import domain
+    from cider_xc.pyscf.features import uncertainty_report
+    for atom, spin in (("O 0 0 0; H 0 0.757 0.587; H 0 -0.757 0.587", 0),
+                       ("N 0 0 0.1494; H 0 0.8031 -0.4043; H 0 -0.8031 -0.4043", 1)):
+        mol = gto.M(atom=atom, spin=spin, basis="sto-3g", verbose=0)
+        mf = (dft.UKS if spin else dft.RKS)(mol)
+        mf.xc = cider_xc.load()
+        mf.grids.level = 1
+        mf.kernel()
+        assert "domain_inputs" not in mf._numint._cache      # released after use
+        kept, ref = mf.cider_domain_report, uncertainty_report(mf)
+        for k, v in ref.items():
+            if isinstance(v, float):
+                assert abs(kept[k] - v) <= 1e-9 * max(1.0, abs(v)), (k, kept[k], v)
+        # inputs kept for one grid are not used for another
+        mf.get_veff(mol, mf.make_rdm1())
+        mf.grids = dft.gen_grid.Grids(mol)
+        mf.grids.level = 2
+        mf.grids.build()
+        thr = mf.xc.domain_thresholds()[0]
+        assert domain._report_from_kept_inputs(mf, mf.xc, thr) is None

@@ -6,7 +6,11 @@ the grid points of the final density (:func:`.features.uncertainty_report`).
 If the share of the exchange energy (weights |w_g e_x^LDA|) carried by points
 whose standard deviation exceeds the model's calibrated point threshold is
 above its calibrated fraction, one warning goes to the PySCF logger, naming
-the fraction and the estimated error scale.  Both thresholds come from the
+the fraction and the estimated error scale.  The model inputs come from the
+last CIDER evaluation of the SCF (kept by ``CiderNumInt``: with PySCF's
+default ``conv_check`` that is the final density's), so the check costs
+only the GP standard deviation; without them (another path, a stale grid)
+the features are recomputed on mf's density.  Both thresholds come from the
 model file (``header["domain"]``), chosen on held-out systems
 (benchmarks/uncertainty_calibration.py); a model without them uses the
 defaults below.  ``mf.cider_domain_check = False`` switches the check off.
@@ -32,9 +36,11 @@ def check(mf):
         return None
     if not getattr(mf, "cider_domain_check", True) or mf.mo_coeff is None:
         return None
-    from .features import uncertainty_report
     thr, frac = thresholds(fn)
-    rep = uncertainty_report(mf, threshold=thr)
+    rep = _report_from_kept_inputs(mf, fn, thr)
+    if rep is None:
+        from .features import uncertainty_report
+        rep = uncertainty_report(mf, threshold=thr)
     mf.cider_domain_report = rep
     log = logger.new_logger(mf)
     if rep["out_of_domain"]:
@@ -49,6 +55,24 @@ def check(mf):
                  "GP std > %.3g (warning above %.1f%%)",
                  100 * rep["weight_above_threshold"], thr, 100 * frac)
     return rep
+
+
+def _report_from_kept_inputs(mf, fn, thr):
+    """The domain summary from the model inputs CiderNumInt kept at its last
+    evaluation, if they belong to this calculation (geometry, grid and
+    functional); else None.  The kept inputs are released either way."""
+    import numpy as np
+    from .numint import domain_key
+    cache = getattr(mf._numint, "_cache", None)
+    kept = cache.pop("domain_inputs", None) if cache is not None else None
+    if kept is None or mf.grids.weights is None or kept["key"] != domain_key(mf.mol, mf.grids, fn):
+        return None
+    sums = np.zeros(4)
+    for x, w in kept["blocks"]:
+        part = fn.domain_sums(x, w, thr)
+        sums[:3] += part[:3]
+        sums[3] = max(sums[3], part[3])
+    return fn.domain_summary(sums, threshold=thr)
 
 
 def _finalize(self):

@@ -324,6 +324,12 @@ class CiderNumInt(numint.NumInt):
         v1 = np.zeros((nspin, nao, nao))
         dE_dc = np.zeros((nspin, proj.naux))
         aow = None
+        # model inputs and |w e_x^LDA| of this evaluation, kept for the
+        # out-of-domain check after the SCF (cider_xc.pyscf.domain): the last
+        # evaluation of an SCF is the final density's, so the check needs no
+        # second feature computation
+        domain = [] if fn.gp is not None and cx != 0.0 else None
+        self._cache.pop("domain_inputs", None)
         clock.lap("other")
         for ao, mask, weight, coords in self.block_loop(mol, grids, nao, 1,
                                                         max_memory=max_memory):
@@ -332,7 +338,7 @@ class CiderNumInt(numint.NumInt):
             nelec += rhos[:, 0] @ weight
             clock.lap("ao")
             e, wv, feats = block_terms(fn, self._stock, rhos, weight, coords, gset, coefs,
-                                       times)
+                                       times, domain=domain)
             excsum += np.dot(weight, e)
             clock.reset()
             for s, f in enumerate(feats):
@@ -349,6 +355,9 @@ class CiderNumInt(numint.NumInt):
                 _tau_dot_sparse(ao, ao, w[4], nbins, mask, pair_mask, ao_loc, out=v1[s])
             clock.lap("ao")     # (the next block's AO values are evaluated from here)
         vmat = lib.hermi_sum(vmat, axes=(0, 2, 1)) + v1
+        if domain is not None:
+            self._cache["domain_inputs"] = {"key": domain_key(mol, grids, fn),
+                                            "blocks": domain}
         clock.lap("ao")
         if cx != 0.0:
             for s in range(nspin):
@@ -411,7 +420,14 @@ class _Clock:
         self.w, self.c = w, c
 
 
-def block_terms(fn, stock, rhos, weight, coords, gset, coefs, timings=None):
+def domain_key(mol, grids, fn):
+    """What the kept out-of-domain inputs belong to: geometry and basis, the
+    grid (size and weight sum) and the functional object."""
+    w = grids.weights
+    return (geometry_key(mol), None if w is None else (w.size, float(w.sum())), id(fn))
+
+
+def block_terms(fn, stock, rhos, weight, coords, gset, coefs, timings=None, domain=None):
     """Energy density, weighted potential and feature adjoints of one block:
     the per-point arithmetic of a CIDER functional, shared by the SCF
     (:meth:`CiderNumInt._nr_cider`) and the nuclear gradients.
@@ -422,7 +438,9 @@ def block_terms(fn, stock, rhos, weight, coords, gset, coefs, timings=None):
     grad n, tau) per spin, and per spin (a, uG) with uG = dE/dG (weights
     included) for the features built from coefs[s] (None when there is no
     CIDER part).  timings: optional dict; its "features", "model" and
-    "semilocal" entries get the wall times of these parts added.
+    "semilocal" entries get the wall times of these parts added.  domain:
+    optional list; (x, |w e_x^LDA|) of every spin channel's points with a
+    non-zero weight are appended to it (the out-of-domain check's inputs).
     """
     nspin, _, ngb = rhos.shape
     spin_fac = 2.0 if nspin == 2 else 1.0      # closed-shell density 2 n_sigma
@@ -441,6 +459,10 @@ def block_terms(fn, stock, rhos, weight, coords, gset, coefs, timings=None):
         G, dG_da = gset.convolve(coords, a, coefs[s])
         clock.lap("features")
         res = fn.exchange(n, sigma, tau, G, dG_da, a_derivs)
+        if domain is not None:
+            aw = np.abs(e_fac * weight * res.e0)
+            keep = aw > 0
+            domain.append((res.x[:, keep], aw[keep]))
         clock.lap("model")
         e += cx * e_fac * res.exc
         wv[s, 0] += cx * weight * res.vrho
