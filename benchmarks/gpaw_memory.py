@@ -15,9 +15,11 @@ each rank tracing itself; the per-rank numbers are gathered on rank 0, the
 allocation lines are rank 0's):
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gpaw_memory.py --iterations 3
-    OMP_NUM_THREADS=1 mpiexec -n 2 .venv/bin/gpaw python benchmarks/gpaw_memory.py \\
-        --iterations 3 --out benchmarks/results_gpaw_memory_2ranks.txt
+    OMP_NUM_THREADS=1 GPAW_MPI_BACKEND=cgpaw mpiexec -n 2 .venv/bin/python \\
+        benchmarks/gpaw_memory.py --iterations 3 --out benchmarks/results_gpaw_memory_2ranks.txt
 
+(plain python with GPAW_MPI_BACKEND=cgpaw: ``gpaw python`` would parse the
+options itself).
 Writes the text to --out (default results_gpaw_memory.txt next to this
 script) and the per-rank numbers to the same name with .json.
 """
