@@ -90,7 +90,13 @@ def main(argv=None):
         return 0
     mode = "tracemalloc" if trace else "no tracemalloc"
     ranks = "one process" if world.size == 1 else f"{world.size} MPI ranks, parallel={parallel}"
-    lines = [f"# benchmarks/gpaw_memory.py {' '.join(argv if argv is not None else sys.argv[1:])}",
+    import os
+    env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS",
+                                                    "OPENBLAS_NUM_THREADS", "GPAW_MPI_BACKEND")
+                   if k in os.environ)
+    launcher = f"mpiexec -n {world.size} " if world.size > 1 else ""
+    lines = [f"# run: {env} {launcher}python benchmarks/gpaw_memory.py "
+             f"{' '.join(argv if argv is not None else sys.argv[1:])}",
              f"# {args.system}, PW(300), CiderXC() (shipped default), {args.iterations} SCF "
              f"iterations, {ranks}, {mode}" + (f"; {args.label}" if args.label else ""),
              f"# wall {wall:.0f} s" + (" (tracemalloc slows numpy allocation)" if trace else "")]
