@@ -558,23 +558,36 @@ class PointSet:
         entries are then the B-spline-interpolated lattice values D_k(x)
         themselves (no exponent interpolation, no (pi/a)^{3/2} prefactor;
         forward returns dGp = None), for callers that interpolate in the
-        exponent themselves (cider_xc.gpaw.paw)
+        exponent themselves (cider_xc.gpaw.paw).  With ``lattice_width=E``
+        ``lattice`` is (M,): the first index of a window k, k + 1, ...,
+        k + E - 1 per point (the same entries, without the (M, E) table).
     """
 
-    def __init__(self, xp, a_pe=None, lattice=None):
+    def __init__(self, xp, a_pe=None, lattice=None, lattice_width=None):
         self.xp = np.ascontiguousarray(xp, dtype=float)
         if (a_pe is None) == (lattice is None):
             raise ValueError("PointSet needs either exponents or lattice indices")
         self.lattice = None if lattice is None else np.ascontiguousarray(lattice,
                                                                          dtype=np.int64)
+        self.width = None if lattice_width is None else int(lattice_width)
         self.a = None if a_pe is None else np.ascontiguousarray(a_pe, dtype=float)
         entries = self.a if self.lattice is None else self.lattice
+        if self.width is not None:
+            if self.lattice is None or self.lattice.ndim != 1 or self.width < 1:
+                raise ValueError("lattice_width needs lattice window starts (M,)")
+            entries = entries[:, None]
         if self.xp.ndim != 2 or self.xp.shape[1] != 3 or entries.ndim != 2 \
                 or len(entries) != len(self.xp):
             raise ValueError("PointSet needs positions (M, 3) and exponents (M, E)")
-        self.shape = entries.shape
+        self.shape = entries.shape if self.width is None else (len(entries), self.width)
         if self.a is not None and not np.all(self.a > 0):
             raise ValueError("nonlocal exponents must be positive")
+
+    def lattice_rows(self, idx):
+        """The lattice indices (len(idx), E) of the points idx."""
+        if self.width is None:
+            return self.lattice[idx]
+        return self.lattice[idx][:, None] + np.arange(self.width, dtype=np.int64)[None, :]
 
 
 class PeriodicGaussianConvolver:
@@ -754,7 +767,7 @@ class PeriodicGaussianConvolver:
                                self.t_floor, self.inv_logr, base, frac,
                                np.empty((M, 1), dtype=np.int64), np.empty((M, 1)),
                                np.empty((M, 1)), np.empty((M, 1)), kp)
-                klat = points.lattice[own][order]
+                klat = points.lattice_rows(own[order])
                 jp[:] = klat - 2
                 fp[:] = 0.0
                 scp[:] = 0.0

@@ -104,12 +104,15 @@ def test_si_two_ranks_equal_serial(layout, expect):
 
 @pytest.mark.slow
 def test_symmetric_si8_domain_ranks_equal_serial():
-    """Cubic Si8: on-site reuse for symmetry-equivalent atoms, with the
-    evaluated atoms shared out over the domain ranks."""
+    """Cubic Si8: on-site reuse for symmetry-equivalent atoms, each domain
+    rank holding and evaluating the atoms it owns."""
     ref = serial("si8")
     res = parallel("si8", 2, {"domain": 2})
     assert res["layout"]["domain"] == 2
     _compare(ref, res)
+    # the PAW radial data of each atom on one domain rank only (4 + 4 of 8)
+    owned = np.array(res["paw_owned"])
+    assert (owned.sum(0) == 1).all() and (owned.sum(1) == 4).all(), owned
 
 
 @pytest.mark.slow

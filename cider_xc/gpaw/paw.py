@@ -171,6 +171,13 @@ class _Atom:
         self.g_Lg = (c_l[self.l_L][:, None] * r[None, :] ** self.l_L[:, None]
                      * np.exp(-self.beta * r ** 2)[None, :])
 
+    def drop_radial(self):
+        """Keep only what every rank needs of an atom another rank owns
+        (PAWFeatures: its compensation functions, Q_L and width, and its
+        place in the point layout); the radial arrays go."""
+        self.dnq_qg = self.mom_Lg = self.mom_Lq = self.D_sLq = None
+        self.dcore_g = self.g_Lg = None
+
     def basis(self):
         """Radial basis of Delta': the partial-wave products n_q - n~_q, the
         core difference and the compensation shapes g_0, g_1, g_2."""
@@ -227,6 +234,22 @@ class PAWFeatures:
     FFT call, ``set_features``, ``evaluate(kernel)`` (energies and dE/dD
     of the on-site terms, dE/dG of the points), ``point_sources(s)`` for
     the adjoint, ``compensation_derivative(s, v_feat)`` and ``finish()``.
+
+    Atoms over the ranks of the grid (the convolver's slab communicator,
+    GPAW's gd.comm): atom a is *owned* by rank a % size, and only its owner
+    builds and keeps its radial data (densities on all directions, the
+    exponents, features and dE/dG of its radial entries, their lattice
+    coordinates, its one-centre state): ``atoms`` lists the owned atoms,
+    ``all_atoms`` every atom (the owned ones plus, for the others, what
+    every rank needs: compensation moments Q_L, width, position, place in
+    the point layout).  The sampling points of every atom (positions and
+    lattice windows, small) are known on every rank, the convolver shares
+    them out by slab, and the point features and point sources are summed
+    over the ranks; the on-site energies, dE/dD and dE/dR of every atom
+    are summed over the ranks too (each computed by its owner only, so the
+    sums are exact and every rank ends with the numbers of a serial call).
+    Symmetry-equivalent images (:meth:`_find_images`) are looked for among
+    the atoms of one rank.  Serially every atom is owned.
     """
 
     def __init__(self, settings, convolver, gd, nspins, nf):
@@ -234,7 +257,8 @@ class PAWFeatures:
         self.nspins = nspins
         self.f = 2.0 if nspins == 2 else 1.0       # channel density = f n_s
         self.nf = nf
-        self.atoms = []
+        self.atoms = []          # the atoms this rank owns (radial data)
+        self.all_atoms = []      # every atom (the others without radial data)
         self.N_c = np.array(gd.N_c)
         self.cell_cv = gd.cell_cv
         h = np.linalg.norm(gd.cell_cv, axis=1) / gd.N_c
@@ -244,7 +268,9 @@ class PAWFeatures:
 
     # --- setup ------------------------------------------------------------
     def add_atoms(self, setups, D_asp, spos_ac):
+        """D_asp: the density matrices of every atom (on every rank)."""
         rc_min = math.sqrt(4.0 * BANDLIMIT) / self.g_nyquist
+        lay = self.conv.layout
         for a, D_sp in D_asp.items():
             setup = setups[a]
             if setup.xc_correction is None:
@@ -254,10 +280,15 @@ class PAWFeatures:
             rcut = min(setup.rcut_j) if len(setup.rcut_j) else 1.0
             at.set_shape(max(rcut / 3.0, rc_min))
             at.grid_sets_width = rc_min > rcut / 3.0
-            at.onecentre = self._onecentre(at)
             if at.xcc.nc_corehole_g is not None:
                 raise ValueError(f"atom {a} ({setup.symbol}): core-hole setups are not "
                                  "supported with paw_features='nonlocal'")
+            at.gi = len(self.all_atoms)                  # index in all_atoms
+            self.all_atoms.append(at)
+            if at.gi % lay.size != lay.rank:
+                at.drop_radial()                         # another rank's atom
+                continue
+            at.onecentre = self._onecentre(at)
             # n, sigma, tau on every radial point of both partial densities
             at.rv = {ae: RadialVariables(self.settings.mgga, at.xcc, at.D_sp, ae) for ae in (True, False)}
             self.atoms.append(at)
@@ -286,17 +317,22 @@ class PAWFeatures:
     def _sampling_points(self):
         """The FFT call's points: the sampling shells of every atom
         (cider_xc.gpaw.shells) on all Lebedev directions, with the lattice
-        values k that the entries of the shells they serve need."""
+        values k that the entries of the shells they serve need (a window
+        of n_lattice values from klo per sampling shell).  The windows
+        come from the exponents of the owned atoms and are summed over the
+        ranks; the positions of every atom's points are made on every rank."""
         conv = self.conv
+        lay = conv.layout
         step = self.settings.point_spacing * self.h
         cache = self.settings.caches.shells
         nn = len(R_nv)
-        windows = []
-        for i, at in enumerate(self.atoms):
+        for at in self.all_atoms:
             key = (id(at.xcc), at.g_in, round(step, 12))
             if key not in cache:
                 cache[key] = sampling_shells(at.rgd.r_g, at.g_in, step)
             at.keep, at.sidx, at.swts = cache[key]
+        windows = []
+        for i, at in enumerate(self.atoms):
             shape = (self.nspins, nn, at.g_in, 2 * self.nf)
             at.lat = (np.empty(shape, dtype=np.int64), np.empty(shape), np.empty(shape),
                       np.empty((self.nspins, at.g_in, 2), dtype=np.int64))
@@ -315,25 +351,44 @@ class PAWFeatures:
             at.klo = klo
             windows.append(khi - klo + 1)
         E = int(max(w.max() for w in windows)) if windows else 1
+        # the first lattice value of every sampling shell of every atom
+        soffsets = np.cumsum([0] + [len(at.keep) for at in self.all_atoms])
+        if lay.distributed:
+            buf = np.array([float(E)])
+            lay.comm.max(buf)
+            E = int(buf[0])
+            klo = np.zeros(int(soffsets[-1]))           # exact: small integers
+            for at in self.atoms:
+                klo[soffsets[at.gi]:soffsets[at.gi + 1]] = at.klo
+            lay.sum(klo)
+            klo = klo.astype(np.int64)
+        else:
+            klo = np.concatenate([at.klo for at in self.atoms]) if self.atoms else \
+                np.zeros(0, dtype=np.int64)
         self.n_lattice = E
-        self.poffsets = np.cumsum([0] + [nn * len(at.keep) for at in self.atoms])
+        self.poffsets = np.cumsum([0] + [nn * len(at.keep) for at in self.all_atoms])
         Mp = int(self.poffsets[-1])
         xp = np.empty((Mp, 3))
         dxp = np.empty((Mp, 3))
-        K = np.empty((Mp, E), dtype=np.int64)
+        klo_p = np.empty(Mp, dtype=np.int64)
         inv = np.linalg.inv(self.cell_cv)
-        for i, at in enumerate(self.atoms):
+        for i, at in enumerate(self.all_atoms):
             ps = slice(self.poffsets[i], self.poffsets[i + 1])
             r = at.rgd.r_g[at.keep]
             cart = R_nv[:, None, :] * r[None, :, None]          # (n, c, 3)
             frac = at.spos_c[None, None, :] + cart @ inv
             xp[ps] = (frac * self.N_c).reshape(-1, 3)
             dxp[ps] = cart.reshape(-1, 3)
-            K[ps] = (np.broadcast_to(at.klo[None, :, None], (nn, len(at.keep), 1))
-                     + np.arange(E)[None, None, :]).reshape(-1, E)
+            klo_p[ps] = np.broadcast_to(klo[None, soffsets[i]:soffsets[i + 1]],
+                                        (nn, len(at.keep))).reshape(-1)
         self.xp = xp                 # grid-index coordinates of the sampling points
         self.dxp = dxp               # their Cartesian offsets from their atom
-        self.K = K
+        self.klo_p = klo_p           # point p needs the lattice values klo_p[p] + (0..E-1)
+
+    def _points_of(self, i):
+        """Slice of owned atom i's sampling points in the point arrays."""
+        g = self.atoms[i].gi
+        return slice(self.poffsets[g], self.poffsets[g + 1])
 
     def _entry_block(self, X_spe, s, i):
         """Contiguous view (direction, radial, entry) of atom i's entries."""
@@ -370,14 +425,14 @@ class PAWFeatures:
 
     # --- FFT call of spin channel s --------------------------------------
     def points(self, s):
-        return PointSet(self.xp, lattice=self.K)
+        return PointSet(self.xp, lattice=self.klo_p, lattice_width=self.n_lattice)
 
     def set_features(self, s, Gp, dGp):
         """Grid features at the radial points, plus (all-electron entries)
         the one-centre features of each atom's Delta'."""
         nn = len(R_nv)
         for i, at in enumerate(self.atoms):
-            Dc = Gp[self.poffsets[i]:self.poffsets[i + 1]].reshape(nn, len(at.keep), -1)
+            Dc = Gp[self._points_of(i)].reshape(nn, len(at.keep), -1)
             shells_forward(self._entry_block(self.a_spe, s, i), *(x[s] for x in at.lat), Dc,
                            at.klo, at.sidx, at.swts, self._entry_block(self.G_spe, s, i),
                            self._entry_block(self.dG_spe, s, i))
@@ -444,7 +499,7 @@ class PAWFeatures:
         m_c = (np.fft.fftfreq(N0, 1.0 / N0), np.fft.fftfreq(N1, 1.0 / N1)[lay.y0:lay.y1],
                np.arange(N2 // 2 + 1, dtype=float))
         out = []
-        for at in self.atoms:
+        for at in self.all_atoms:
             k = round(at.beta, 12)
             F = shapes.get(k)
             if F is None:
@@ -500,7 +555,7 @@ class PAWFeatures:
         N0 = int(self.N_c[0])
         spec = None
         for F, idx, P0, P12 in self._groups_cache:
-            Q = np.array([self.atoms[i].Q_sL[s] for i in idx])          # (a, L)
+            Q = np.array([self.all_atoms[i].Q_sL[s] for i in idx])      # (a, L)
             A = (Q.T[:, None, :] * P0.T[None, :, :]).reshape(NLCOMP * N0, len(idx))
             S = (A @ P12).reshape(F.shape)
             c = np.einsum("L...,L...->...", F, S)
@@ -530,14 +585,15 @@ class PAWFeatures:
             Z = (Y @ P12.T).reshape(NLCOMP, N0, len(idx))            # (L, m0, a)
             d = self.conv.layout.sum(np.real(np.einsum("Lma,am->aL", Z, P0)))
             for j, i in enumerate(idx):
-                self.atoms[i].dEdQ_grid[s] += d[j]
+                self.all_atoms[i].dEdQ_grid[s] += d[j]
 
     def compensation_position_derivative(self, s, v_feat):
-        """dE/dR_a (natoms_here, 3) of the compensation functions moving with
-        their atoms, v_feat = dE/dn_feat per volume (channel units)."""
+        """dE/dR_a (natoms, 3) of the compensation functions moving with
+        their atoms (every atom, all_atoms order), v_feat = dE/dn_feat per
+        volume (channel units)."""
         X = self._dual(v_feat)
-        out = np.zeros((len(self.atoms), 3))
-        for i, (at, (F, _k, _p)) in enumerate(zip(self.atoms, self._spectra)):
+        out = np.zeros((len(self.all_atoms), 3))
+        for i, (at, (F, _k, _p)) in enumerate(zip(self.all_atoms, self._spectra)):
             spec = np.tensordot(at.Q_sL[s], F, axes=(0, 0)) * self._phase(i) * X
             # d phase / dR = -i G phase
             out[i] = np.real(np.tensordot(-1j * spec, self.Gv,
@@ -561,7 +617,7 @@ class PAWFeatures:
         scale = float(np.prod(self.N_c)) / abs(np.linalg.det(self.cell_cv))
         out = np.zeros((3, 3))
         h = 1e-3
-        for i, (at, (F, _k, _p)) in enumerate(zip(self.atoms, self._spectra)):
+        for i, (at, (F, _k, _p)) in enumerate(zip(self.all_atoms, self._spectra)):
             S = np.tensordot(at.Q_sL[s], F, axes=(0, 0))            # sum_L Q_L F_L
             env = np.exp(-g2 / (4.0 * at.beta))
             x = X * self._phase(i)
@@ -592,11 +648,12 @@ class PAWFeatures:
         return -grad_pv.T @ self.dxp
 
     def point_position_derivative(self, s, grad_px):
-        """dE/dR_a from dE/dx_p of the radial points (grid-index units)."""
+        """dE/dR_a (natoms, 3; every atom) from dE/dx_p of the radial points
+        (grid-index units; every point, summed over the ranks)."""
         inv = np.linalg.inv(self.cell_cv)
         grad_pv = grad_px @ (inv * self.N_c[None, :]).T
         return np.array([grad_pv[self.poffsets[i]:self.poffsets[i + 1]].sum(0)
-                         for i in range(len(self.atoms))])
+                         for i in range(len(self.all_atoms))])
 
     # --- on-site evaluation -------------------------------------------------
     def _find_images(self):
@@ -654,36 +711,26 @@ class PAWFeatures:
         earlier atom (:meth:`_find_images`, checked again here on the
         features) take its kernel output on permuted directions.
 
-        With the grid distributed over several ranks (the convolver's slab
-        layout) the evaluated atoms are shared out round-robin, each with
-        its images, and the energies, dE/dD and point weights are summed
-        over the ranks (every rank ends with the same numbers as a serial
-        call: each is computed on one rank only)."""
+        Each rank evaluates the atoms it owns; with the grid distributed
+        over several ranks the energies and dE/dD are summed over the ranks
+        (each computed on its owner only), so every rank returns every
+        atom's numbers, those of a serial call."""
         lay = self.conv.layout
         out = {}
         kept = {}
         needed = {at.image[0] for at in self.atoms if at.image is not None}
-        self.n_evaluated = 0
-        owner_of = {}
-        E_a = np.zeros(len(self.atoms))
-        dE_a = [np.zeros_like(at.D_sp) for at in self.atoms]
-        if lay.distributed:
-            self.W_spe[:] = 0.0
+        n_evaluated = 0
+        E_a = np.zeros(len(self.all_atoms))
+        dE_a = [np.zeros_like(at.D_sp) for at in self.all_atoms]
         for i, at in enumerate(self.atoms):
             reuse = at.image is not None and self._image_valid(i)
             at.reused = reuse
-            if reuse:
-                owner = owner_of[at.image[0]]
-            else:
-                owner = self.n_evaluated % lay.size
-                owner_of[i] = owner
-                self.n_evaluated += 1
+            if not reuse:
+                n_evaluated += 1
                 if at.image is not None:
                     self._own_onecentre(i)
-            if owner != lay.rank:
-                continue
             E = -at.xcc.e_xc0
-            dEdD_sp = dE_a[i]
+            dEdD_sp = dE_a[at.gi]
             for ae, rv in at.rv.items():
                 if reuse:
                     j, P = at.image
@@ -698,17 +745,19 @@ class PAWFeatures:
                 e, dE = rv.energy_and_derivative(*res)
                 E += e
                 dEdD_sp += dE
-            E_a[i] = E
+            E_a[at.gi] = E
         if lay.distributed:
-            pack = lay.sum(np.concatenate([E_a] + [d.ravel() for d in dE_a]))
-            E_a = pack[:len(E_a)]
-            o = len(E_a)
-            for i, d in enumerate(dE_a):
+            pack = lay.sum(np.concatenate([[float(n_evaluated)], E_a]
+                                          + [d.ravel() for d in dE_a]))
+            n_evaluated = int(round(pack[0]))
+            E_a = pack[1:1 + len(E_a)]
+            o = 1 + len(E_a)
+            for d in dE_a:
                 d[:] = pack[o:o + d.size].reshape(d.shape)
                 o += d.size
-            lay.sum(self.W_spe)
-        for i, at in enumerate(self.atoms):
-            out[at.a] = [at.D_sp, float(E_a[i]), dE_a[i]]
+        self.n_evaluated = n_evaluated          # over all ranks
+        for g, at in enumerate(self.all_atoms):
+            out[at.a] = [at.D_sp, float(E_a[g]), dE_a[g]]
         return out
 
     def features(self, i, ae, s, a_ig, nch):
@@ -744,17 +793,20 @@ class PAWFeatures:
         nn = len(R_nv)
         S = np.zeros((int(self.poffsets[-1]), self.n_lattice))
         for i, at in enumerate(self.atoms):
-            Sc = S[self.poffsets[i]:self.poffsets[i + 1]].reshape(nn, len(at.keep), -1)
+            Sc = S[self._points_of(i)].reshape(nn, len(at.keep), -1)
             j, f, _sc, need = (x[s] for x in at.lat)
             shells_adjoint(self._entry_block(self.a_spe, s, i), j, f, need,
                            self._entry_block(self.W_spe, s, i), at.klo, at.sidx, at.swts, Sc)
-        return S
+        # every atom's sources on every rank (each atom's on its owner only: exact)
+        return self.conv.layout.sum(S)
 
     # --- dE/dD of the feature terms ------------------------------------------
     def finish(self):
         """dE/dD_sp of the nonlocal-feature dependence on the correction
         density: the one-centre features of Delta' and the compensation
-        moments Q_L (which enter Delta' and the grid feature density)."""
+        moments Q_L (which enter Delta' and the grid feature density).
+        {a: dE/dD_sp} of every atom (computed by its owner, summed over the
+        ranks)."""
         out = {}
         kept = {}
         for i, at in enumerate(self.atoms):
@@ -778,4 +830,13 @@ class PAWFeatures:
             B = at.xcc.B_pqL
             out[at.a] = np.inner(dD_sLq.transpose(0, 2, 1).reshape(len(dD_sLq), -1),
                                  B.reshape(len(B), -1))
+        lay = self.conv.layout
+        if not lay.distributed:
+            return out
+        full = [out.get(at.a, np.zeros_like(at.D_sp)) for at in self.all_atoms]
+        pack = lay.sum(np.concatenate([d.ravel() for d in full]))
+        o = 0
+        for at, d in zip(self.all_atoms, full):
+            out[at.a] = pack[o:o + d.size].reshape(d.shape)
+            o += d.size
         return out

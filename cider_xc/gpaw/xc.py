@@ -459,7 +459,7 @@ class CiderXC(MGGA):
         results = paw.evaluate(self.kernel) if paw is not None else None
         t3 = time.perf_counter()
         if paw is not None:
-            self.timings["onsite_atoms"] = self.timings.get("onsite_atoms", 0) + len(paw.atoms)
+            self.timings["onsite_atoms"] = self.timings.get("onsite_atoms", 0) + len(paw.all_atoms)
             self.timings["onsite_evaluated"] = (self.timings.get("onsite_evaluated", 0)
                                                 + paw.n_evaluated)
         shape = v_sg.shape[1:]
@@ -481,8 +481,8 @@ class CiderXC(MGGA):
                 self._keep_for_forces["paw"] = paw
         t5 = time.perf_counter()
         # where the time of the grid call goes (seconds summed over calls):
-        # the PAW preparation (radial densities and exponents of every atom,
-        # sampling points), the kernel on the grid inside GPAW's MGGA call
+        # the PAW preparation (radial densities and exponents of the atoms
+        # this rank owns, sampling points), the kernel on the grid inside GPAW's MGGA call
         # (FFT features, grid points and PAW point features, the model),
         # the on-site evaluations, the adjoint, and the one-centre adjoint
         for key, dt in (("paw_prepare", t1 - t0), ("grid_kernel", self.kernel.grid_time - k0),
@@ -493,11 +493,11 @@ class CiderXC(MGGA):
 
     # --- PAW-consistent on-site terms (paw_features='nonlocal') ----------
     def _all_D_asp(self):
-        """D_sp of every atom on every rank (every rank builds every atom's
-        radial data: the off-grid interpolation shares the radial points out
-        by the slab their stencil starts in, the on-site evaluations go
-        round-robin over the ranks).  One sum over the ranks of the packed
-        density matrices (each atom's nonzero on its owner only: exact)."""
+        """D_sp of every atom on every rank (small: every rank needs every
+        atom's compensation moments; the radial data of an atom are built
+        only by the rank of gd.comm that owns it, PAWFeatures).  One sum over
+        the ranks of the packed density matrices (each atom's nonzero on its
+        owner only: exact)."""
         D_asp = self._density.D_asp
         setups = self.wfs.setups
         natoms = len(setups)
@@ -517,8 +517,9 @@ class CiderXC(MGGA):
         return {a: buf[offsets[a]:offsets[a + 1]].reshape(nspins, -1) for a in range(natoms)}
 
     def _onsite_prepare(self, gd, nspins):
-        """PAWFeatures of this call: every atom's radial densities and the
-        exponents of its radial points (needed by the FFT call)."""
+        """PAWFeatures of this call: the radial densities of the atoms this
+        rank owns and the exponents of their radial points (needed by the
+        FFT call), the compensation moments of every atom."""
         from .paw import PAWCaches, PAWFeatures, PAWSettings
         if self._density is None or self._spos_ac is None:
             raise RuntimeError("CiderXC(paw_features='nonlocal') was not initialized "
@@ -574,7 +575,7 @@ class CiderXC(MGGA):
             stress_vv = super().stress_tensor_contribution(n_sg, skip_sum=True)
         if paw is not None:
             paw.evaluate(self.kernel)
-            coarse = sorted({at.setup.symbol for at in paw.atoms if at.grid_sets_width})
+            coarse = sorted({at.setup.symbol for at in paw.all_atoms if at.grid_sets_width})
             if coarse:
                 warnings.warn(
                     f"CiderXC stress: the grid is too coarse for compensation functions of "
@@ -622,12 +623,12 @@ class CiderXC(MGGA):
             self._keep_for_forces = None
         paw = keep["paw"]
         conv = self._convolver(gd)
-        dEdR = np.zeros((len(paw.atoms), 3))
+        dEdR = np.zeros((len(paw.all_atoms), 3))
         for s, state, n_feat, v_feat in keep["pending"]:
             grad = conv.point_gradient(n_feat, paw.point_sources(s), state)
             dEdR += paw.point_position_derivative(s, grad)
             dEdR += paw.compensation_position_derivative(s, v_feat)
-        return {at.a: dEdR[i] for i, at in enumerate(paw.atoms)}
+        return {at.a: dEdR[i] for i, at in enumerate(paw.all_atoms)}
 
     # forces: the grid energy depends on the atoms only through the density
     # (pseudo-density incl. pseudo-core, handled by GPAW through the

@@ -27,8 +27,8 @@ def system(name):
                         convergence={"energy": 1e-9, "density": 1e-8, "eigenstates": 1e-12})
     if name == "si8":
         # cubic cell, full symmetry: symmetry-equivalent atoms reuse a
-        # representative's on-site terms (and, on several domain ranks, the
-        # representatives are shared out over the ranks)
+        # representative's on-site terms (on several domain ranks: among
+        # the atoms each rank owns)
         si = bulk("Si", "diamond", 5.43, cubic=True)
         return si, dict(kpts=(1, 1, 1), mode=PW(150),
                         convergence={"energy": 1e-9, "density": 1e-8, "eigenstates": 1e-12})
@@ -56,9 +56,15 @@ def main():
     calc = atoms.calc
     layout = {"world": world.size, "domain": calc.wfs.gd.comm.size,
               "kpt": calc.wfs.kd.comm.size, "band": calc.wfs.bd.comm.size}
+    # which atoms' PAW radial data each rank holds (paw_features='nonlocal')
+    paw = getattr(getattr(calc.hamiltonian, "xc", None), "last_paw", None)
+    owned = np.zeros((world.size, len(atoms)))
+    if paw is not None:
+        owned[world.rank, [at.a for at in paw.atoms]] = 1.0
+    world.sum(owned)
     if world.rank == 0:
         print("RESULT " + json.dumps({"energy": e, "forces": f.tolist(), "stress": s.tolist(),
-                                      "layout": layout}))
+                                      "layout": layout, "paw_owned": owned.tolist()}))
 
 
 if __name__ == "__main__":
