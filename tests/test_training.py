@@ -438,3 +438,35 @@ def test_range_penalty_keeps_the_fit_off_the_saturated_branch():
     assert raw[None].min() < bound.lower - 0.5          # the defect the penalty is for
     assert raw[0.02].min() > bound.lower - 0.15
     assert gp.gauss_newton_steps_[-1]["range_violations"] < 0.1 * gp.penalty_sample_size_
+
+
+def test_range_penalty_over_the_descriptor_box():
+    """penalty_box_points adds range pseudo-observations drawn uniformly over
+    the descriptor box (x_p in [0, 1), the rest in [-1, 1)), with F_PBE of
+    their x_p: far from the data, where the GP extrapolates, F_PBE + f stays
+    much closer to the range than with training points only."""
+    from cider_xc.model import FxBound, pbe_enhancement
+    from cider_xc.training.gp import IntegratedGPR, Observation
+    rng = np.random.default_rng(1)
+    bound = FxBound(0.4, 1.7, 1.804)
+    systems_, base, obs = {}, {}, []
+    for i in range(20):
+        # data in a corner of the box, with a target that wants a large f
+        X = np.column_stack([rng.uniform(0.0, 0.3, 300), rng.uniform(-0.3, 0.3, (300, 2))])
+        w = np.full(300, 0.01)
+        fb = pbe_enhancement(X[:, 0] / (1 - X[:, 0]))[0]
+        systems_[f"s{i}"], base[f"s{i}"] = (X, w), fb
+        obs.append(Observation({f"s{i}": 1.0}, float(w @ (0.6 - fb)) * rng.uniform(0.9, 1.1),
+                               1e-3))
+    Xb = np.column_stack([rng.uniform(0, 0.99, 20000), rng.uniform(-1, 1, (20000, 2))])
+    fbb = pbe_enhancement(Xb[:, 0] / (1 - Xb[:, 0]))[0]
+    worst = {}
+    for nbox in (0, 3000):
+        gp = IntegratedGPR(n_control=30, length_scales=(0.5,), amplitudes=(0.3,), bound=bound,
+                           penalty_sigma=0.02, penalty_points=2000,
+                           penalty_box_points=nbox).fit(systems_, obs, base)
+        raw = fbb + gp.predict(Xb)
+        worst[nbox] = max(bound.lower - raw.min(), raw.max() - np.maximum(bound.upper, fbb).max(),
+                          0.0)
+        assert gp.penalty_sample_size_ >= nbox
+    assert worst[0] > 0.2 and worst[3000] < 0.5 * worst[0], worst

@@ -82,7 +82,7 @@ class IntegratedGPR:
                  amplitudes=(0.03, 0.1, 0.3), random_state=0, chunk=20000,
                  max_kmeans_points=200000, verbose=False, bound=None,
                  n_gauss_newton=20, gate=None, penalty_sigma=None,
-                 penalty_points=20000):
+                 penalty_points=20000, penalty_box_points=0):
         self.n_control = n_control
         self.length_scales = length_scales
         self.amplitudes = amplitudes
@@ -95,6 +95,7 @@ class IntegratedGPR:
         self.gate = gate
         self.penalty_sigma = penalty_sigma
         self.penalty_points = penalty_points
+        self.penalty_box_points = penalty_box_points
 
     def _gate(self, X):
         """g(x_p) of the tail gate at X (N, d) (ones without a gate)."""
@@ -136,8 +137,17 @@ class IntegratedGPR:
         n = min(self.penalty_points // 2, len(X))
         idx = np.unique(np.concatenate([rng.choice(len(X), n, replace=False, p=w / w.sum()),
                                         rng.choice(len(X), n, replace=False)]))
-        Xs = X[idx]
-        return self._gate(Xs)[:, None] * _rbf(Xs, self.control_points_, self.length_scale_, 1.0), fb[idx]
+        Xs, fbs = X[idx], fb[idx]
+        if self.penalty_box_points:
+            # plus points drawn uniformly over the whole descriptor box (x_p in
+            # [0, 1), the rest in [-1, 1)): the range is kept where no
+            # training system goes as well (solids, other chemistry)
+            from cider_xc.model import pbe_enhancement
+            Xb = rng.uniform(-1.0, 1.0, (self.penalty_box_points, X.shape[1]))
+            Xb[:, 0] = rng.uniform(0.0, 1.0 - 1e-9, self.penalty_box_points)
+            Xs = np.vstack([Xs, Xb])
+            fbs = np.concatenate([fbs, pbe_enhancement(Xb[:, 0] / (1.0 - Xb[:, 0]))[0]])
+        return self._gate(Xs)[:, None] * _rbf(Xs, self.control_points_, self.length_scale_, 1.0), fbs
 
     def penalty_violations(self, Gk, fb):
         """Raw F_PBE + g f at the sample and, per point, the target it is
