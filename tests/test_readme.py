@@ -183,11 +183,6 @@ def test_speed_table_matches_its_results_file():
                          f"{path.name} ({cols})")
 
 
-@pytest.mark.xfail(reason="the results file names cider-pbe0, but it was timed on an "
-                          "earlier cider-pbe0 (the default of commit f1ec12f, before the "
-                          "alpha_eta 1 retrain and the semilocal start; the README says "
-                          "so): rerun benchmarks/scf_timing.py --readme for the current one",
-                   strict=False)
 def test_speed_section_names_the_timed_functional():
     text, _, path = _speed()
     m = re.search(r"CIDER_X\[([\w.-]+)\]", path.read_text())
