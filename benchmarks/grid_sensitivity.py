@@ -39,7 +39,7 @@ def saturated_share(mf, fn):
     sat = tot = 0.0
     for c in spin_channel_features(mf.mol, mf.grids, mf.make_rdm1(), fn.settings):
         _, _, _, raw = fn.enhancement(c["x"], fpbe=c["fpbe"], return_raw=True)
-        out = (raw < fn.bound.lower) | (raw > np.maximum(fn.bound.upper, c["fpbe"]))
+        out = np.isfinite(fn.bound.range_target(raw, c["fpbe"]))
         aw = np.abs(c["we"])
         sat += float(aw[out].sum())
         tot += float(aw.sum())

@@ -315,6 +315,16 @@ class FxBound:
         dt = 1.0 / (su * su * su * sv * sv * sv)   # 1 inside, (1+u^2)^-3/2 outside
         return t, dt
 
+    def range_target(self, raw, fpbe):
+        """Where the unbounded F_x^PBE + g f_ML (``raw``) leaves T's identity
+        range [lower, max(upper, F_x^PBE)] (T saturates there; PBE itself is
+        never counted as outside): the edge of the range it is pulled back
+        to, NaN where it is inside.  ``np.isfinite`` of it is the saturated
+        mask (training's range penalty and the reports of saturation)."""
+        raw = np.asarray(raw, dtype=float)
+        hi = np.maximum(self.upper, fpbe)
+        return np.where(raw < self.lower, self.lower, np.where(raw > hi, hi, np.nan))
+
     def __repr__(self):
         return f"FxBound(lower={self.lower}, upper={self.upper}, fmax={self.fmax})"
 

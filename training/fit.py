@@ -155,7 +155,7 @@ def evaluate_exchange(fn, data):
         e_c = float(w @ F)
         rows[name] = {"exx": float(attrs["exx"]), "cider": e_c, "pbe": float(attrs["ex_pbe"])}
         if fn.bound is not None:
-            out = (raw < fn.bound.lower) | (raw > np.maximum(fn.bound.upper, baselines[name]))
+            out = np.isfinite(fn.bound.range_target(raw, baselines[name]))
             aw = np.abs(w)
             rows[name]["saturated"] = float(aw[out].sum() / max(aw.sum(), 1e-300))
             sat_w += float(aw[out].sum())

@@ -153,10 +153,7 @@ class IntegratedGPR:
         """Raw F_PBE + g f at the sample and, per point, the target it is
         pulled to (nan where it is inside the range)."""
         y = fb + Gk @ (self.amplitude_ * self.beta_)
-        hi = np.maximum(self.bound.upper, fb)
-        target = np.where(y < self.bound.lower, self.bound.lower,
-                          np.where(y > hi, hi, np.nan))
-        return y, target
+        return y, self.bound.range_target(y, fb)
 
     def fit(self, systems, observations, baselines=None):
         """systems: name -> (X (N, d), w (N,)); baselines: name -> F_x^PBE (N,),
