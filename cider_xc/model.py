@@ -627,6 +627,16 @@ class CiderFunctional:
         w = w[keep]
         return np.array([w.sum(), w[std > threshold].sum(), w @ std, std.max()])
 
+    def domain_sums_of(self, batches, threshold):
+        """:meth:`domain_sums` of several batches (x, weights) combined: the
+        first three entries add, the max std takes the max."""
+        sums = np.zeros(4)
+        for x, w in batches:
+            part = self.domain_sums(x, w, threshold)
+            sums[:3] += part[:3]
+            sums[3] = max(sums[3], part[3])
+        return sums
+
     def domain_summary(self, sums, threshold=None, fraction=None):
         """The report of summed :meth:`domain_sums`: weighted mean and max
         std, the share of the exchange energy above the point threshold, an

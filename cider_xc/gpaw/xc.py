@@ -299,12 +299,10 @@ class CiderXC(MGGA):
             return None
         from cider_xc.model import lda_exchange
         thr, frac = fn.domain_thresholds()
-        sums = np.zeros(4)
-        for s, (n, sig, tau, G, efac) in sorted(inputs.items()):
-            x, _ = fn.chain.transform(n, sig, tau, G)
-            part = fn.domain_sums(x, efac * np.abs(lda_exchange(n)[0]) * self.gd.dv, thr)
-            sums[:3] += part[:3]
-            sums[3] = max(sums[3], part[3])
+        sums = fn.domain_sums_of(
+            ((fn.chain.transform(n, sig, tau, G)[0],
+              efac * np.abs(lda_exchange(n)[0]) * self.gd.dv)
+             for _, (n, sig, tau, G, efac) in sorted(inputs.items())), thr)
         mx = np.array([sums[3]])
         self.gd.comm.max(mx)
         tot = sums[:3].copy()

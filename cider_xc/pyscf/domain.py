@@ -61,18 +61,12 @@ def _report_from_kept_inputs(mf, fn, thr):
     """The domain summary from the model inputs CiderNumInt kept at its last
     evaluation, if they belong to this calculation (geometry, grid and
     functional); else None.  The kept inputs are released either way."""
-    import numpy as np
     from .numint import domain_key
     cache = getattr(mf._numint, "_cache", None)
     kept = cache.pop("domain_inputs", None) if cache is not None else None
     if kept is None or mf.grids.weights is None or kept["key"] != domain_key(mf.mol, mf.grids, fn):
         return None
-    sums = np.zeros(4)
-    for x, w in kept["blocks"]:
-        part = fn.domain_sums(x, w, thr)
-        sums[:3] += part[:3]
-        sums[3] = max(sums[3], part[3])
-    return fn.domain_summary(sums, threshold=thr)
+    return fn.domain_summary(fn.domain_sums_of(kept["blocks"], thr), threshold=thr)
 
 
 def _finalize(self):

@@ -94,9 +94,5 @@ def uncertainty_report(mf, dm=None, threshold=None):
     chans = spin_channel_features(mf.mol, mf.grids, dm, fn.settings,
                                   projector=mf._numint.projector(mf.mol))
     thr = threshold if threshold is not None else fn.domain_thresholds()[0]
-    sums = np.zeros(4)
-    for c in chans:
-        part = fn.domain_sums(c["x"], np.abs(c["we"]), thr)
-        sums[:3] += part[:3]
-        sums[3] = max(sums[3], part[3])
+    sums = fn.domain_sums_of(((c["x"], np.abs(c["we"])) for c in chans), thr)
     return fn.domain_summary(sums, threshold=thr)
