@@ -55,17 +55,15 @@ VARIANTS = {"gpaw": {"paw_features": "nonlocal"},          # PAW-consistent (gri
             "gpaw_onsite_pbe": {"paw_features": "local", "onsite": "pbe"}}  # PBE x on site
 
 
-def gpaw_energy(symbols, positions, ecut, box, log):
-    """PBE energy and the CIDER - PBE XC-energy difference at the PBE density (eV)."""
+def gpaw_setup(symbols, positions, ecut, box, log):
+    """The system in its box and the GPAW settings every run here shares."""
     from ase import Atoms
-    from gpaw import GPAW, PW, FermiDirac
-    from cider_xc.gpaw import CiderXC
+    from gpaw import PW, FermiDirac
     atoms = Atoms(symbols, positions=positions, cell=[box, box, box], pbc=True)
     atoms.center()
-    spin = len(symbols) == 1
     kw = dict(mode=PW(ecut), kpts=(1, 1, 1), txt=log, legacy_gpaw=True, maxiter=400,
               convergence={"energy": 1e-6, "density": 1e-5})
-    if spin:
+    if len(symbols) == 1:
         # symmetry off: the p shell of C and O is partly filled, and GPAW's
         # cubic symmetrisation would average it into a spherical density;
         # PySCF's UKS atom has integer occupations of one orientation
@@ -73,49 +71,31 @@ def gpaw_energy(symbols, positions, ecut, box, log):
                   symmetry="off")
     else:
         kw.update(occupations=FermiDirac(0.0))
+    return atoms, kw
+
+
+def gpaw_energy(symbols, positions, ecut, box, log):
+    """PBE energy and the CIDER - PBE XC-energy difference at the PBE density (eV)."""
+    from gpaw import GPAW
+    from cider_xc.gpaw import CiderXC
+    atoms, kw = gpaw_setup(symbols, positions, ecut, box, log)
     atoms.calc = GPAW(xc="PBE", **kw)
     e = atoms.get_potential_energy()
-    return e, {variant: atoms.calc.get_xc_difference(CiderXC(**kw))
-               for variant, kw in VARIANTS.items()}
+    return e, {variant: atoms.calc.get_xc_difference(CiderXC(**vkw))
+               for variant, vkw in VARIANTS.items()}
 
 
 def gpaw_scf_energy(symbols, positions, ecut, box, log):
     """Self-consistent CIDER energy (eV): plain GPAW with CiderXC(), the same
     settings as :func:`gpaw_energy`."""
-    from ase import Atoms
-    from gpaw import GPAW, PW, FermiDirac
+    from gpaw import GPAW
     from cider_xc.gpaw import CiderXC
-    atoms = Atoms(symbols, positions=positions, cell=[box, box, box], pbc=True)
-    atoms.center()
-    kw = dict(mode=PW(ecut), kpts=(1, 1, 1), txt=log, legacy_gpaw=True, maxiter=400,
-              convergence={"energy": 1e-6, "density": 1e-5})
-    if len(symbols) == 1:
-        kw.update(hund=True, spinpol=True, occupations=FermiDirac(0.0, fixmagmom=True),
-                  symmetry="off")
-    else:
-        kw.update(occupations=FermiDirac(0.0))
+    atoms, kw = gpaw_setup(symbols, positions, ecut, box, log)
     atoms.calc = GPAW(xc=CiderXC(), **kw)
     e = atoms.get_potential_energy()
     if not atoms.calc.scf.converged:
         raise RuntimeError(f"GPAW CIDER SCF of {symbols} did not converge")
     return e, atoms.calc.scf.niter
-
-
-def pyscf_scf_energy(symbols, positions, basis):
-    """Self-consistent CIDER energy (Ha) with plain mf.kernel()."""
-    from pyscf import dft, gto
-    import cider_xc
-    spin = MAGMOM[symbols[0]] if len(symbols) == 1 else 0
-    mol = gto.M(atom=list(zip(symbols, map(tuple, positions))), basis=pyscf_basis(basis),
-                spin=spin, verbose=0)
-    mf = (dft.UKS if spin else dft.RKS)(mol).density_fit()
-    mf.grids.level = 4
-    mf.conv_tol = 1e-9
-    mf.xc = cider_xc.load()
-    e = mf.kernel()
-    if not mf.converged:
-        raise RuntimeError(f"PySCF CIDER SCF of {symbols} did not converge")
-    return e
 
 
 def pyscf_basis(name):
@@ -125,24 +105,41 @@ def pyscf_basis(name):
     return name
 
 
-def pyscf_energy(symbols, positions, basis):
-    """PBE energy and the CIDER - PBE energy difference at the PBE density (Ha)."""
+def pyscf_ks(symbols, positions, basis):
+    """A density-fitted UKS (atoms, Hund's-rule spin) or RKS object on grid
+    level 4, the settings every PySCF run here shares."""
     from pyscf import dft, gto
-    import cider_xc
-    from cider_xc.pyscf import fallback
     spin = MAGMOM[symbols[0]] if len(symbols) == 1 else 0
     mol = gto.M(atom=list(zip(symbols, map(tuple, positions))), basis=pyscf_basis(basis),
                 spin=spin, verbose=0)
     mf = (dft.UKS if spin else dft.RKS)(mol).density_fit()
     mf.grids.level = 4
     mf.conv_tol = 1e-9
+    return mf
+
+
+def pyscf_scf_energy(symbols, positions, basis):
+    """Self-consistent CIDER energy (Ha) with plain mf.kernel()."""
+    import cider_xc
+    mf = pyscf_ks(symbols, positions, basis)
+    mf.xc = cider_xc.load()
+    e = mf.kernel()
+    if not mf.converged:
+        raise RuntimeError(f"PySCF CIDER SCF of {symbols} did not converge")
+    return e
+
+
+def pyscf_energy(symbols, positions, basis):
+    """PBE energy and the CIDER - PBE energy difference at the PBE density (Ha)."""
+    import cider_xc
+    from cider_xc.pyscf import fallback
+    mf = pyscf_ks(symbols, positions, basis)
     mf.xc = "PBE"
     e, _ = fallback.kernel(mf)
     if not mf.converged:
         raise RuntimeError(f"PySCF PBE SCF of {symbols} did not converge")
     dm = mf.make_rdm1()
-    mfc = (dft.UKS if spin else dft.RKS)(mol).density_fit()
-    mfc.grids.level = 4
+    mfc = pyscf_ks(symbols, positions, basis)
     mfc.xc = cider_xc.load()
     return e, mfc.energy_tot(dm) - e
 
