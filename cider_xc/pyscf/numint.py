@@ -439,8 +439,9 @@ def block_terms(fn, stock, rhos, weight, coords, gset, coefs, timings=None, doma
     included) for the features built from coefs[s] (None when there is no
     CIDER part).  timings: optional dict; its "features", "model" and
     "semilocal" entries get the wall times of these parts added.  domain:
-    optional list; (x, |w e_x^LDA|) of every spin channel's points with a
-    non-zero weight are appended to it (the out-of-domain check's inputs).
+    optional list; (x, |w e_x^LDA|) of every spin channel are appended to it
+    (the out-of-domain check's inputs; x is the array the model already
+    made, not a copy).
     """
     nspin, _, ngb = rhos.shape
     spin_fac = 2.0 if nspin == 2 else 1.0      # closed-shell density 2 n_sigma
@@ -459,10 +460,8 @@ def block_terms(fn, stock, rhos, weight, coords, gset, coefs, timings=None, doma
         G, dG_da = gset.convolve(coords, a, coefs[s])
         clock.lap("features")
         res = fn.exchange(n, sigma, tau, G, dG_da, a_derivs)
-        if domain is not None:
-            aw = np.abs(e_fac * weight * res.e0)
-            keep = aw > 0
-            domain.append((res.x[:, keep], aw[keep]))
+        if domain is not None:     # (domain_sums drops the points of zero weight)
+            domain.append((res.x, np.abs(e_fac * weight * res.e0)))
         clock.lap("model")
         e += cx * e_fac * res.exc
         wv[s, 0] += cx * weight * res.vrho
