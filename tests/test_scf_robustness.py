@@ -110,6 +110,30 @@ def test_semilocal_start_converges_a_degenerate_open_shell():
     assert mf_off.cider_start_cycles == 0
 
 
+def test_semilocal_start_auto_runs_for_open_shells_only():
+    """The default cider_start='auto': closed shells start from PySCF's
+    guess (no semilocal cycles), open shells from the PBE analogue; a value
+    other than 'auto', True, False is refused with an error naming them."""
+    h2o = gto.M(atom="O 0 0 0; H 0 0.757 0.587; H 0 -0.757 0.587", basis="sto-3g",
+                verbose=0)
+    mf = dft.RKS(h2o)
+    mf.xc = cider_xc.load()
+    mf.max_cycle = 2
+    mf.kernel()
+    assert mf.cider_start_cycles == 0
+    oh = gto.M(atom="O 0 0 0; H 0 0 0.97", basis="sto-3g", spin=1, verbose=0)
+    mf = dft.UKS(oh)
+    mf.xc = cider_xc.load()
+    mf.max_cycle = 2
+    mf.kernel()
+    assert mf.cider_start_cycles > 0
+    mf = dft.RKS(h2o)
+    mf.xc = cider_xc.load()
+    mf.cider_start = "yes"
+    with pytest.raises(ValueError, match="'auto'"):
+        mf.kernel()
+
+
 def test_semilocal_start_keeps_the_solution_and_the_users_choices(tmp_path):
     """Same converged energy with and without the start (it only changes
     where the SCF begins); an explicit dm0 or init_guess='chk' is used as
@@ -121,6 +145,7 @@ def test_semilocal_start_keeps_the_solution_and_the_users_choices(tmp_path):
     mf.xc = cider_xc.load()
     mf.chkfile = chk
     mf.conv_tol = 1e-10
+    mf.cider_start = True           # closed shell: "auto" would skip it
     e_on = mf.kernel()
     assert mf.converged and mf.cider_start_cycles > 0
     mf2 = dft.RKS(mol)
