@@ -37,6 +37,18 @@ With ``--scf`` the CIDER energies are self-consistent in both codes instead
 too; written to results_gpaw_pyscf_consistency_scf.json by default.  The PBE
 energies can be reused from a PBE-density run (``--gpaw-from``,
 ``--pyscf-from``: they are the same PBE SCFs).
+
+With ``--relaxation`` the self-consistent comparison is assembled as first
+order plus relaxation: the PBE-density numbers of ``--first-order`` (at the
+converged 900 eV / 11 A / cc-pCV5Z settings) plus, per code, the SCF
+relaxation E_CIDER[n_CIDER] - E_CIDER[n_PBE] of every system at cheaper
+settings (``--ecut``, ``--box``, ``--basis``; a second-order quantity, so
+much less sensitive to them; run it at two settings to see how much).  Plain
+GPAW and plain ``mf.kernel()`` SCFs.  Written to
+results_gpaw_pyscf_consistency_relaxation.json/.txt by default.
+
+    .venv/bin/python benchmarks/gpaw_pyscf_consistency.py --relaxation \
+        --ecut 500 --box 7 --basis cc-pcvqz
 """
 import argparse
 import json
@@ -158,12 +170,20 @@ def main():
                          "file (same cutoff and box) instead of recomputing them")
     ap.add_argument("--scf", action="store_true",
                     help="self-consistent CIDER energies in both codes")
+    ap.add_argument("--relaxation", action="store_true",
+                    help="SCF relaxation energies E_CIDER[n_CIDER] - E_CIDER[n_PBE] in both "
+                         "codes (at --ecut/--box and --basis), added to the PBE-density "
+                         "comparison of --first-order")
+    ap.add_argument("--first-order", default=None,
+                    help="with --relaxation: the PBE-density results file (default: "
+                         "results_gpaw_pyscf_consistency.json)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.out is None:
         args.out = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "results_gpaw_pyscf_consistency"
-                                + ("_scf" if args.scf else "") + ".json")
+                                + ("_scf" if args.scf else "")
+                                + ("_relaxation" if args.relaxation else "") + ".json")
     from ase.build import molecule
     mols = {m: molecule(m) for m in args.molecules}
     atoms = sorted({s for m in mols.values() for s in m.get_chemical_symbols()})
@@ -188,6 +208,8 @@ def main():
         reuse_gpaw = {v: old["energies_kcal"][v] for v in VARIANTS}
     if args.scf:
         return main_scf(args, mols, systems, logdir, reuse, reuse_gpaw)
+    if args.relaxation:
+        return main_relaxation(args, mols, systems, logdir)
     for name, (sym, pos) in systems.items():
         t = time.perf_counter()
         if reuse_gpaw and all(f"{name}/PBE" in reuse_gpaw[v] for v in VARIANTS):
@@ -285,6 +307,88 @@ def main_scf(args, mols, systems, logdir, reuse, reuse_gpaw):
     with open(args.out, "w") as f:
         json.dump({"settings": vars(args), "energies_kcal": E, "scf": info, "rows": rows,
                    "max_abs_diff": worst}, f, indent=1)
+
+
+def gpaw_relaxation(symbols, positions, ecut, box, logdir, name):
+    """E_CIDER at the PBE density and self-consistent (eV), iterations."""
+    from gpaw import GPAW
+    from cider_xc.gpaw import CiderXC
+    atoms, kw = gpaw_setup(symbols, positions, ecut, box,
+                           os.path.join(logdir, f"gpaw_{name}_PBE_{ecut:g}_{box:g}.txt"))
+    atoms.calc = GPAW(xc="PBE", **kw)
+    e_pbe = atoms.get_potential_energy()
+    e_first = e_pbe + atoms.calc.get_xc_difference(CiderXC())
+    e_scf, niter = gpaw_scf_energy(symbols, positions, ecut, box, os.path.join(
+        logdir, f"gpaw_{name}_CIDER_scf_{ecut:g}_{box:g}.txt"))
+    return e_first, e_scf, niter
+
+
+def pyscf_relaxation(symbols, positions, basis):
+    """E_CIDER at the PBE density and self-consistent (Ha)."""
+    e_pbe, de = pyscf_energy(symbols, positions, basis)
+    return e_pbe + de, pyscf_scf_energy(symbols, positions, basis)
+
+
+def main_relaxation(args, mols, systems, logdir):
+    """Self-consistent comparison as first order + relaxation: the CIDER -
+    PBE atomization energy at the PBE densities (the converged settings of
+    --first-order, default 900 eV / 11 A and cc-pCV5Z) plus, per code, the
+    relaxation of the CIDER energy from the PBE density to its own SCF
+    density (a second-order quantity, computed at --ecut/--box and --basis).
+    The relaxation's dependence on the GPAW settings is measured by running
+    this at two settings."""
+    first = args.first_order or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                             "results_gpaw_pyscf_consistency.json")
+    with open(first) as f:
+        fo = {r["molecule"]: r for r in json.load(f)["rows"]}
+    relax = {"gpaw": {}, "pyscf": {}}
+    info = {}
+    out = {"settings": vars(args), "first_order_file": os.path.basename(first)}
+    for name, (sym, pos) in systems.items():
+        t = time.perf_counter()
+        e1, e2, niter = gpaw_relaxation(sym, pos, args.ecut, args.box, logdir, name)
+        relax["gpaw"][name] = (e2 - e1) * EV_TO_KCAL
+        info[f"gpaw/{name}"] = {"iterations": niter, "seconds": time.perf_counter() - t,
+                                "e_first_eV": e1, "e_scf_eV": e2}
+        print(f"GPAW  {name:4s} CIDER at PBE density {e1:14.6f} eV, SCF {e2:14.6f} eV "
+              f"({niter} iterations): relaxation {relax['gpaw'][name]:8.4f} kcal/mol  "
+              f"{time.perf_counter() - t:7.1f} s", flush=True)
+        t = time.perf_counter()
+        e1, e2 = pyscf_relaxation(sym, pos, args.basis)
+        relax["pyscf"][name] = (e2 - e1) * HARTREE_TO_KCAL
+        info[f"pyscf/{name}"] = {"seconds": time.perf_counter() - t, "e_first_Ha": e1,
+                                 "e_scf_Ha": e2}
+        print(f"PySCF {name:4s} CIDER at PBE density {e1:14.8f} Ha, SCF {e2:14.8f} Ha: "
+              f"relaxation {relax['pyscf'][name]:8.4f} kcal/mol  "
+              f"{time.perf_counter() - t:7.1f} s", flush=True)
+        out.update(relaxation_kcal=relax, runs=info)
+        with open(args.out, "w") as f:
+            json.dump(out, f, indent=1)
+    rows = []
+    lines = [f"CIDER - PBE atomization energy, self-consistent = at the PBE densities "
+             f"({out['first_order_file']}) + SCF relaxation (GPAW PW({args.ecut:g} eV), "
+             f"{args.box:g} A box; PySCF {args.basis}), kcal/mol",
+             f"{'molecule':8s} {'relax GPAW':>10s} {'relax PySCF':>11s} {'GPAW':>9s} "
+             f"{'PySCF':>9s} {'diff':>8s} {'diff at PBE dens.':>17s}"]
+    for m, a in mols.items():
+        syms = a.get_chemical_symbols()
+        # atomization relaxation: atoms minus molecule
+        dr = {c: sum(relax[c][s] for s in syms) - relax[c][m] for c in relax}
+        d = {c: fo[m][c] + dr[c] for c in relax}
+        rows.append({"molecule": m, "relax_gpaw": dr["gpaw"], "relax_pyscf": dr["pyscf"],
+                     "gpaw": d["gpaw"], "pyscf": d["pyscf"], "diff": d["gpaw"] - d["pyscf"],
+                     "diff_first_order": fo[m]["diff"]})
+        lines.append(f"{m:8s} {dr['gpaw']:10.3f} {dr['pyscf']:11.3f} {d['gpaw']:9.3f} "
+                     f"{d['pyscf']:9.3f} {d['gpaw'] - d['pyscf']:8.3f} {fo[m]['diff']:17.3f}")
+    worst = max(abs(r["diff"]) for r in rows)
+    lines.append(f"max |GPAW - PySCF| = {worst:.3f} kcal/mol (goal <= 1): "
+                 f"{'MET' if worst <= 1.0 else 'NOT MET'}")
+    print("\n" + "\n".join(lines))
+    out.update(rows=rows, max_abs_diff=worst)
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=1)
+    with open(os.path.splitext(args.out)[0] + ".txt", "w") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,9 @@ def main(argv=None):
     ap.add_argument("--reuse", default=None,
                     help="take the PBE results (model-independent) from an earlier "
                          "PREFIX.json where it has the same system, basis and DF setting")
+    ap.add_argument("--resume", default=None,
+                    help="keep every result (PBE and CIDER) of an interrupted run of this "
+                         "model from its PREFIX.json and run only the missing ones")
     args = ap.parse_args(argv)
     import json
     import joblib
@@ -102,6 +105,12 @@ def main(argv=None):
         with open(args.reuse) as f:
             reused = {(r["name"], r["basis"], r["df"]): r for r in json.load(f)["results"]
                       if r["xc"] == "PBE"}
+    done = {}
+    if args.resume and os.path.exists(args.resume):
+        with open(args.resume) as f:
+            old = json.load(f)
+        if old["model"] == model:
+            done = {(r["name"], r["basis"], r["df"], r["xc"]): r for r in old["results"]}
     sets = {}
     jobs = []
     results = []
@@ -112,6 +121,9 @@ def main(argv=None):
             for df in dfs:
                 for x in syss:
                     for m in ("PBE", "CIDER"):
+                        if (x.name, basis, df, m) in done:
+                            results.append(done[(x.name, basis, df, m)])
+                            continue
                         if m == "PBE" and (x.name, basis, df) in reused:
                             results.append(reused[(x.name, basis, df)])
                             continue
