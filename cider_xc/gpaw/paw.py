@@ -333,13 +333,14 @@ class PAWFeatures:
             at.keep, at.sidx, at.swts = cache[key]
         windows = []
         for i, at in enumerate(self.atoms):
-            # the lattice windows of the radial shells; the per-entry lattice
-            # coordinates are recomputed where they are used (_lattice: a log
-            # per entry) instead of kept (3 arrays of the entries' size,
-            # 82 MiB per rank at Si64 on 2 ranks)
-            at.need = np.stack([self._lattice(i, s)[3] for s in range(self.nspins)])
-            lo = at.need[:, :, 0].min(0)
-            hi = at.need[:, :, 1].max(0)
+            shape = (self.nspins, nn, at.g_in, 2 * self.nf)
+            at.lat = (np.empty(shape, dtype=np.int64), np.empty(shape), np.empty(shape),
+                      np.empty((self.nspins, at.g_in, 2), dtype=np.int64))
+            for s in range(self.nspins):
+                lattice_coords(self._entry_block(self.a_spe, s, i), conv.t_floor,
+                               conv.inv_logr, *(x[s] for x in at.lat))
+            lo = at.lat[3][:, :, 0].min(0)
+            hi = at.lat[3][:, :, 1].max(0)
             nc = len(at.keep)
             klo = np.full(nc, 1 << 60)
             khi = np.full(nc, -(1 << 60))
@@ -383,18 +384,6 @@ class PAWFeatures:
         self.xp = xp                 # grid-index coordinates of the sampling points
         self.dxp = dxp               # their Cartesian offsets from their atom
         self.klo_p = klo_p           # point p needs the lattice values klo_p[p] + (0..E-1)
-
-    def _lattice(self, i, s):
-        """Lattice coordinates (j, f, sc) of owned atom i's entries of spin s
-        and the lattice window need[g] of each radial shell (see
-        cider_xc.gpaw.shells.lattice_coords)."""
-        at = self.atoms[i]
-        shape = (len(R_nv), at.g_in, 2 * self.nf)
-        out = (np.empty(shape, dtype=np.int64), np.empty(shape), np.empty(shape),
-               np.empty((at.g_in, 2), dtype=np.int64))
-        lattice_coords(self._entry_block(self.a_spe, s, i), self.conv.t_floor,
-                       self.conv.inv_logr, *out)
-        return out
 
     def _points_of(self, i):
         """Slice of owned atom i's sampling points in the point arrays."""
@@ -444,7 +433,7 @@ class PAWFeatures:
         nn = len(R_nv)
         for i, at in enumerate(self.atoms):
             Dc = Gp[self._points_of(i)].reshape(nn, len(at.keep), -1)
-            shells_forward(self._entry_block(self.a_spe, s, i), *self._lattice(i, s), Dc,
+            shells_forward(self._entry_block(self.a_spe, s, i), *(x[s] for x in at.lat), Dc,
                            at.klo, at.sidx, at.swts, self._entry_block(self.G_spe, s, i),
                            self._entry_block(self.dG_spe, s, i))
         # an image atom (_find_images: equal radial densities on permuted
@@ -805,7 +794,7 @@ class PAWFeatures:
         S = np.zeros((int(self.poffsets[-1]), self.n_lattice))
         for i, at in enumerate(self.atoms):
             Sc = S[self._points_of(i)].reshape(nn, len(at.keep), -1)
-            j, f, _sc, need = self._lattice(i, s)
+            j, f, _sc, need = (x[s] for x in at.lat)
             shells_adjoint(self._entry_block(self.a_spe, s, i), j, f, need,
                            self._entry_block(self.W_spe, s, i), at.klo, at.sidx, at.swts, Sc)
         # every atom's sources on every rank (each atom's on its owner only: exact)
