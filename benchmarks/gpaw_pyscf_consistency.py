@@ -177,6 +177,10 @@ def main():
     ap.add_argument("--first-order", default=None,
                     help="with --relaxation: the PBE-density results file (default: "
                          "results_gpaw_pyscf_consistency.json)")
+    ap.add_argument("--relaxation-from", default=None,
+                    help="with --relaxation: take the relaxation energies from an earlier "
+                         "results file of this mode (same model, settings) and only "
+                         "recombine them with --first-order")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.out is None:
@@ -184,6 +188,10 @@ def main():
                                 "results_gpaw_pyscf_consistency"
                                 + ("_scf" if args.scf else "")
                                 + ("_relaxation" if args.relaxation else "") + ".json")
+    import cider_xc
+    # the model every CIDER number here comes from (results of different
+    # models must not be combined)
+    args.model_checksum = cider_xc.load().header.get("checksum", "")
     from ase.build import molecule
     mols = {m: molecule(m) for m in args.molecules}
     atoms = sorted({s for m in mols.values() for s in m.get_chemical_symbols()})
@@ -340,10 +348,23 @@ def main_relaxation(args, mols, systems, logdir):
     first = args.first_order or os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                              "results_gpaw_pyscf_consistency.json")
     with open(first) as f:
-        fo = {r["molecule"]: r for r in json.load(f)["rows"]}
+        fo_all = json.load(f)
+    fo = {r["molecule"]: r for r in fo_all["rows"]}
+    if fo_all["settings"].get("model_checksum") != args.model_checksum:
+        raise SystemExit(f"{first} was computed with another model (checksum "
+                         f"{fo_all['settings'].get('model_checksum')}, now "
+                         f"{args.model_checksum}): rerun it first")
     relax = {"gpaw": {}, "pyscf": {}}
     info = {}
     out = {"settings": vars(args), "first_order_file": os.path.basename(first)}
+    if args.relaxation_from:
+        with open(args.relaxation_from) as f:
+            old = json.load(f)
+        for k in ("ecut", "box", "basis", "model_checksum"):
+            if old["settings"][k] != getattr(args, k):
+                raise SystemExit(f"{args.relaxation_from} was run with another {k}")
+        relax, info = old["relaxation_kcal"], old["runs"]
+        systems = {}
     for name, (sym, pos) in systems.items():
         t = time.perf_counter()
         e1, e2, niter = gpaw_relaxation(sym, pos, args.ecut, args.box, logdir, name)
