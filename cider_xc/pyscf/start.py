@@ -16,12 +16,11 @@ fraction of a CIDER cycle (no nonlocal features).
 
 Which systems get it (``mf.cider_start``, default ``"auto"``): open shells
 only (``mol.spin != 0``).  A closed-shell SCF converges from PySCF's guess
-to the same state, and there the start costs more than it saves: the 37
-closed-shell G2-1 molecules (def2-TZVP, DF) need 287 CIDER cycles from the
-atomic guess against 249 + 255 semilocal ones with the start, the same
-energies to 1e-9 Hartree, 12% less time without it; for (H2O)_4 (def2-SVP,
-DF) 15.0 s against 20.2 s.  ``True`` runs it for every system, ``False``
-for none (PySCF's guess).
+to the same state in fewer cycles than the start adds (every G2-1 molecule
+and water cluster in benchmarks/results_scf_convergence.txt and
+results_scf_timing.txt starts from the guess), so there the start costs
+more than it saves.  ``True`` runs it for every system, ``False`` for none
+(PySCF's guess).
 
 The start changes where the SCF begins, not where it ends: the CIDER SCF
 still converges to PySCF's criteria on the CIDER energy.  An explicit ``dm0``
