@@ -40,6 +40,19 @@ def test_li_atom_converges_with_plain_kernel(df):
     assert abs(e - e_pbe0) * HARTREE_TO_KCAL < 10
 
 
+
+def test_b_atom_converges_without_density_fitting():
+    """The previous default (RBF length scale 0.5, cider-pbe0-v2) wandered for
+    50 cycles here (def2-SVP, no DF): after the semilocal start the p hole's
+    orientation sat on a bumpy, almost flat grid landscape with an orbital
+    gradient of 3e-5 to 1e-4 and DIIS drifted along it."""
+    mol = atom_system("B").to_mol("def2-svp")
+    e_pbe, conv_pbe, cyc_pbe, _ = _run(mol, "PBE")
+    e, conv, cyc, mf = _run(mol, cider_xc.load())
+    assert conv and conv_pbe
+    assert cyc <= 2 * cyc_pbe + 2, (cyc, cyc_pbe)
+    assert abs(mf.spin_square()[0] - 0.75) < 0.01
+
 def test_hi_with_ecp_near_pbe0():
     """A def2-ECP molecule (held out from training): the previous default was
     200 kcal/mol off PBE0 here."""
@@ -198,3 +211,44 @@ def test_domain_check_reuses_the_final_evaluation():
         mf.grids.build()
         thr = mf.xc.domain_thresholds()[0]
         assert domain._report_from_kept_inputs(mf, mf.xc, thr) is None
+
+
+def test_isolated_atom_gets_an_unpruned_angular_grid():
+    """cider_xc.pyscf.atomgrid: 'auto' switches PySCF's default angular
+    pruning off for a one-atom molecule (the F atom at def2-TZVP with DF took
+    49 cycles on the pruned grid, 5 without), never for a molecule, never
+    for a user's own pruning or with cider_atom_grid = False; other values
+    are refused with an error naming the choices."""
+    from pyscf.dft import gen_grid
+    mol = atom_system("F").to_mol("def2-tzvp")
+    log = io.StringIO()
+    mol.stdout, mol.verbose = log, 4
+    e, conv, cyc, mf = _run(mol, cider_xc.load(), df=True)
+    assert conv and cyc <= 10, cyc
+    assert mf.grids.prune is None and "angular grid pruning off" in log.getvalue()
+    # the start (PBE analogue) ran on the same unpruned grid
+    assert 0 < mf.cider_start_cycles
+
+    def grid_after(mol, xc, **attrs):
+        mf = (dft.UKS if mol.spin else dft.RKS)(mol)
+        mf.xc = xc
+        for k, v in attrs.items():
+            setattr(mf, k, v)
+        mf.initialize_grids(mol)
+        return mf.grids.prune
+
+    atom = gto.M(atom="Ne 0 0 0", basis="sto-3g", verbose=0)
+    water = gto.M(atom="O 0 0 0; H 0 0.757 0.587; H 0 -0.757 0.587", basis="sto-3g",
+                  verbose=0)
+    assert grid_after(atom, cider_xc.load()) is None
+    assert grid_after(atom, "PBE") is gen_grid.nwchem_prune
+    assert grid_after(atom, cider_xc.load(), cider_atom_grid=False) is gen_grid.nwchem_prune
+    assert grid_after(water, cider_xc.load()) is gen_grid.nwchem_prune
+    assert grid_after(water, cider_xc.load(), cider_atom_grid=True) is None
+    mf = dft.RKS(atom)
+    mf.xc = cider_xc.load()
+    mf.grids.prune = gen_grid.treutler_prune          # the user's own choice stays
+    mf.initialize_grids(atom)
+    assert mf.grids.prune is gen_grid.treutler_prune
+    with pytest.raises(ValueError, match="cider_atom_grid"):
+        grid_after(atom, cider_xc.load(), cider_atom_grid="yes")

@@ -221,6 +221,10 @@ def install():
     for name, method in _kohn_sham_methods().items():
         if cls.__dict__.get(name) is not method:
             setattr(cls, name, method)
+    # an isolated atom gets an unpruned angular grid (cider_xc.pyscf.atomgrid)
+    if not hasattr(cls.__dict__["initialize_grids"], "_cider_orig"):
+        from . import atomgrid
+        cls.initialize_grids = atomgrid.wrap_initialize_grids(cls.__dict__["initialize_grids"])
 
 
 def uninstall():
@@ -239,6 +243,8 @@ def uninstall():
     for name, method in _kohn_sham_methods().items():
         if cls.__dict__.get(name) is method:
             delattr(cls, name)
+    if hasattr(cls.__dict__["initialize_grids"], "_cider_orig"):
+        cls.initialize_grids = cls.__dict__["initialize_grids"]._cider_orig
 
 
 def installed():

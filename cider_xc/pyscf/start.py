@@ -63,9 +63,11 @@ def wants_start(mf, mol=None):
 
 
 def get_init_guess(self, mol=None, key="minao", **kwargs):
+    from . import atomgrid
     base = super(_base(), self).get_init_guess
     xc = self.__dict__.get("xc")
     self.cider_start_cycles = 0
+    atomgrid.apply(self, mol)      # before the start, which shares the grid
     if (not isinstance(xc, CiderFunctional) or xc.cider_x == 0.0
             or str(key).lower().startswith("chk") or not wants_start(self, mol)):
         return base(mol, key, **kwargs)
