@@ -347,13 +347,6 @@ def main_relaxation(args, mols, systems, logdir):
     this at two settings."""
     first = args.first_order or os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                              "results_gpaw_pyscf_consistency.json")
-    with open(first) as f:
-        fo_all = json.load(f)
-    fo = {r["molecule"]: r for r in fo_all["rows"]}
-    if fo_all["settings"].get("model_checksum") != args.model_checksum:
-        raise SystemExit(f"{first} was computed with another model (checksum "
-                         f"{fo_all['settings'].get('model_checksum')}, now "
-                         f"{args.model_checksum}): rerun it first")
     relax = {"gpaw": {}, "pyscf": {}}
     info = {}
     out = {"settings": vars(args), "first_order_file": os.path.basename(first)}
@@ -385,6 +378,17 @@ def main_relaxation(args, mols, systems, logdir):
         out.update(relaxation_kcal=relax, runs=info)
         with open(args.out, "w") as f:
             json.dump(out, f, indent=1)
+    # combine with the first-order file only now: the relaxation energies
+    # (saved above) can be computed while that file is being made, and
+    # recombined later with --relaxation-from
+    with open(first) as f:
+        fo_all = json.load(f)
+    fo = {r["molecule"]: r for r in fo_all["rows"]}
+    if fo_all["settings"].get("model_checksum") != args.model_checksum:
+        raise SystemExit(f"{first} was computed with another model (checksum "
+                         f"{fo_all['settings'].get('model_checksum')}, now "
+                         f"{args.model_checksum}): rerun it, then recombine with "
+                         f"--relaxation-from {args.out}")
     rows = []
     lines = [f"CIDER - PBE atomization energy, self-consistent = at the PBE densities "
              f"({out['first_order_file']}) + SCF relaxation (GPAW PW({args.ecut:g} eV), "
