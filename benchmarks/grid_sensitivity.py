@@ -15,7 +15,7 @@ Water, def2-SVP, RKS, no density fitting, one thread:
 A rough F_x (fast changes in space) shows up as a large spread and a large
 grid-response term.  PBE is printed beside it.
 
-    .venv/bin/python benchmarks/grid_sensitivity.py cider-pbe0 cider-pbe0-v1 \
+    .venv/bin/python benchmarks/grid_sensitivity.py cider-pbe0 cider-pbe0-v2 cider-pbe0-v1 \
         --out benchmarks/results_grid_sensitivity
 """
 import argparse
