@@ -245,6 +245,7 @@ def test_isolated_atom_gets_an_unpruned_angular_grid():
     assert grid_after(atom, cider_xc.load(), cider_atom_grid=False) is gen_grid.nwchem_prune
     assert grid_after(water, cider_xc.load()) is gen_grid.nwchem_prune
     assert grid_after(water, cider_xc.load(), cider_atom_grid=True) is None
+    assert grid_after(atom, cider_xc.load(), cider_atom_grid=np.False_) is gen_grid.nwchem_prune
     mf = dft.RKS(atom)
     mf.xc = cider_xc.load()
     mf.grids.prune = gen_grid.treutler_prune          # the user's own choice stays

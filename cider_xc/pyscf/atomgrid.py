@@ -39,7 +39,7 @@ def wants_unpruned_grid(mf, mol=None):
         raise ValueError(f"mf.cider_atom_grid = {choice!r}: use 'auto' (an isolated atom "
                          "with PySCF's default pruning), True (always) or False (never)")
     xc = mf.__dict__.get("xc")
-    if not isinstance(xc, CiderFunctional) or xc.cider_x == 0.0 or choice is False:
+    if not isinstance(xc, CiderFunctional) or xc.cider_x == 0.0 or not (is_auto or choice):
         return False
     grids = getattr(mf, "grids", None)
     if grids is None or grids.coords is not None or grids.prune is None:
@@ -57,9 +57,9 @@ def apply(mf, mol=None):
         return False
     from pyscf.lib import logger
     mf.grids.prune = None
-    logger.info(mf, "CIDER: angular grid pruning off (mf.cider_atom_grid = %r): an "
+    logger.info(mf, "CIDER: angular grid pruning off (mf.cider_atom_grid = %r; an "
                 "isolated atom's energy must not depend on the orientation of its "
-                "density (mf.cider_atom_grid = False keeps PySCF's pruning)",
+                "density, see cider_xc.pyscf.atomgrid; False keeps PySCF's pruning)",
                 getattr(mf, "cider_atom_grid", "auto"))
     return True
 
