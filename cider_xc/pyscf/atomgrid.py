@@ -7,11 +7,11 @@ prunes the angular grid near the nucleus (NWChem scheme: 50-266 Lebedev
 points inside the valence shell).  CIDER's energy density varies strongly
 with angle there (through the iso-orbital indicator and the nonlocal
 features), so with the pruned grid the energy of a rotated density moves by
-about 5e-6 Hartree (B atom, def2-SVP, grid level 3; PBE: 7e-8, r2SCAN 1e-6),
-and DIIS drifts along that bumpy, almost flat direction: the F atom at
-def2-TZVP with density fitting took 49 cycles, 5 with the unpruned grid
-(benchmarks/results_scf_convergence.txt has the whole atom set).  For one
-atom the unpruned grid costs little (1.6x the points of a small system).
+several 1e-6 Hartree (B atom, def2-SVP, grid level 3; PBE 7e-8:
+benchmarks/results_atom_grid_anisotropy.txt), and DIIS drifts along that
+bumpy, almost flat direction (benchmarks/results_scf_convergence.txt has the
+whole atom set with the unpruned grid).  For one atom the unpruned grid
+costs little (1.6x the points of a small system).
 
 ``mf.cider_atom_grid`` chooses: ``"auto"`` (the default) switches PySCF's
 default pruning (``gen_grid.nwchem_prune``) off for a molecule of one atom,
