@@ -40,7 +40,6 @@ def test_li_atom_converges_with_plain_kernel(df):
     assert abs(e - e_pbe0) * HARTREE_TO_KCAL < 10
 
 
-
 def test_b_atom_converges_without_density_fitting():
     """The previous default (RBF length scale 0.5, cider-pbe0-v2) wandered for
     50 cycles here (def2-SVP, no DF): after the semilocal start the p hole's
@@ -56,6 +55,7 @@ def test_b_atom_converges_without_density_fitting():
     assert conv and conv_pbe and mf.grids.prune is None
     assert cyc <= 20, (cyc, cyc_pbe)
     assert abs(mf.spin_square()[0] - 0.75) < 0.01
+
 
 def test_hi_with_ecp_near_pbe0():
     """A def2-ECP molecule (held out from training): the previous default was

@@ -23,8 +23,6 @@ says when it did.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ..model import CiderFunctional
 
 
@@ -33,21 +31,19 @@ def wants_unpruned_grid(mf, mol=None):
     grid: a CIDER functional, a grid not built yet and ``mf.cider_atom_grid``
     as described in the module docstring."""
     from pyscf.dft import gen_grid
-    choice = getattr(mf, "cider_atom_grid", "auto")
-    is_auto = isinstance(choice, str) and choice.lower() == "auto"
-    if not is_auto and not isinstance(choice, (bool, np.bool_)):
-        raise ValueError(f"mf.cider_atom_grid = {choice!r}: use 'auto' (an isolated atom "
-                         "with PySCF's default pruning), True (always) or False (never)")
+    from .start import auto_choice
+    choice = auto_choice(mf, "cider_atom_grid",
+                         "an isolated atom with PySCF's default pruning")
     xc = mf.__dict__.get("xc")
-    if not isinstance(xc, CiderFunctional) or xc.cider_x == 0.0 or not (is_auto or choice):
+    if not isinstance(xc, CiderFunctional) or xc.cider_x == 0.0 or choice is False:
         return False
     grids = getattr(mf, "grids", None)
     if grids is None or grids.coords is not None or grids.prune is None:
         return False
-    if is_auto:
+    if choice is None:
         mol = mol if mol is not None else mf.mol
         return mol.natm == 1 and grids.prune is gen_grid.nwchem_prune
-    return bool(choice)
+    return True
 
 
 def apply(mf, mol=None):

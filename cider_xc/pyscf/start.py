@@ -49,17 +49,27 @@ def _base():
     return rks.KohnShamDFT
 
 
+def auto_choice(mf, attr, auto_means):
+    """A plugin switch ``mf.<attr>``: ``"auto"`` (the default) -> None, True
+    or False (numpy booleans too) -> bool; anything else is an error that
+    names the choices (``auto_means`` says what "auto" does)."""
+    choice = getattr(mf, attr, "auto")
+    if isinstance(choice, str) and choice.lower() == "auto":
+        return None
+    if isinstance(choice, (bool, np.bool_)):
+        return bool(choice)
+    raise ValueError(f"mf.{attr} = {choice!r}: use 'auto' ({auto_means}), "
+                     "True (always) or False (never)")
+
+
 def wants_start(mf, mol=None):
     """Whether ``mf`` (with a CIDER functional) gets the semilocal start:
     ``mf.cider_start`` True or False as given; ``"auto"`` (the default) for
     open shells only.  Anything else is an error that names the choices."""
-    choice = getattr(mf, "cider_start", "auto")
-    if isinstance(choice, str) and choice.lower() == "auto":
+    choice = auto_choice(mf, "cider_start", "open shells only")
+    if choice is None:
         return (mol if mol is not None else mf.mol).spin != 0
-    if isinstance(choice, (bool, np.bool_)):
-        return bool(choice)
-    raise ValueError(f"mf.cider_start = {choice!r}: use 'auto' (open shells only), "
-                     "True (always) or False (never)")
+    return choice
 
 
 def get_init_guess(self, mol=None, key="minao", **kwargs):
