@@ -1,14 +1,19 @@
 """Hybrid-functional reference data, one HDF5 file per system.
 
-For every system: a hybrid SCF (PBE0 by default) with PySCF, then on its
-converged orbitals the total energy, the exact (Hartree-Fock) exchange energy,
+For every system: a hybrid SCF (PBE0 by default) with PySCF, checked by
+PySCF's internal stability analysis and re-converged from lower orbitals
+while it is unstable (PySCF's default guess can land in an excited state:
+the Mn atom 32 kcal/mol above its ground state), then on its converged
+orbitals the total energy, the exact (Hartree-Fock) exchange energy,
 the PBE exchange energy, optionally orbital eigenvalues, and the per-point
 descriptor data of every spin channel (see
 :func:`cider_xc.pyscf.features.spin_channel_features`).
 
 Files are written atomically (temporary file, then rename); an index
 (``index.json``) records every system as ``done`` or ``failed`` with the
-reason; a rerun skips finished systems and retries failed ones.  Systems run
+reason; a rerun skips finished systems and retries failed ones.  Files
+made before the stability check are checked on a rerun: the SCF is repeated,
+and the system recomputed only where it was unstable.  Systems run
 in parallel processes with joblib, or on a Dask cluster when a scheduler
 address is given (joblib's dask backend).
 """
@@ -42,36 +47,105 @@ class ReferenceSettings:
     max_cycle: int = 100
     eigenvalues: bool = True
     min_weight: float = 1e-12
+    #: rounds of internal stability analysis after the SCF (0: none): an
+    #: unstable solution is re-converged from the lower orbitals PySCF's
+    #: stability analysis finds (the Mn atom from PySCF's default guess lands
+    #: in an excited PBE0 state 32 kcal/mol above the ground state)
+    stability_rounds: int = 3
 
     def todict(self):
         return dataclasses.asdict(self)
 
 
-def compute(system, descriptor_settings, ref=ReferenceSettings()):
-    """Run one system; returns (attrs dict, arrays dict)."""
-    from pyscf import dft, scf
+class UnstableReferenceError(RuntimeError):
+    """The reference SCF stays unstable after every allowed stability round."""
 
-    from cider_xc.pyscf.features import spin_channel_features
-    t0 = time.perf_counter()
+
+#: a restart from the stability analysis must lower the energy by more than
+#: this (Hartree) to be taken: open-shell 3d atoms report directions whose
+#: restarts land 1e-7..1e-5 Ha *higher* (near-degenerate states, grid noise)
+STABILITY_MIN_LOWERING = 1e-6
+
+
+def _scf_state(mf):
+    return (mf.mo_coeff, mf.mo_occ, mf.mo_energy, mf.e_tot, mf.converged)
+
+
+def _set_scf_state(mf, state):
+    mf.mo_coeff, mf.mo_occ, mf.mo_energy, mf.e_tot, mf.converged = state
+
+
+def stabilise(mf, rounds):
+    """Internal stability analysis of a converged SCF: while PySCF finds an
+    unstable direction (``mf.stability()``), re-converge from the orbitals
+    it returns, at most ``rounds`` times, and keep a restart only if it
+    converges lower by more than :data:`STABILITY_MIN_LOWERING` (otherwise
+    the solution before it is kept and the search ends).  Returns a record
+    {"rounds": restarts taken, "lowered_by": Hartree, "stable": the last
+    analysis' verdict, "note"}; raises :class:`UnstableReferenceError` if
+    every round lowered the energy and the solution is still unstable."""
+    e0 = float(mf.e_tot)
+    n = 0
+    while True:
+        mo, _, stable, _ = mf.stability(return_status=True)
+        if stable:
+            return {"rounds": n, "lowered_by": e0 - float(mf.e_tot), "stable": True,
+                    "note": ""}
+        if n == rounds:
+            raise UnstableReferenceError(
+                f"{mf.xc} solution still unstable after {rounds} stability rounds, each "
+                f"lower (E = {float(mf.e_tot):.8f}, {e0 - float(mf.e_tot):.6f} Ha below "
+                "the first solution)")
+        best = _scf_state(mf)
+        mf.kernel(dm0=mf.make_rdm1(mo, mf.mo_occ))
+        if not mf.converged or float(mf.e_tot) > best[3] - STABILITY_MIN_LOWERING:
+            why = ("did not converge" if not mf.converged else
+                   f"converged at {float(mf.e_tot) - best[3]:+.2e} Ha")
+            _set_scf_state(mf, best)
+            return {"rounds": n, "lowered_by": e0 - float(mf.e_tot), "stable": False,
+                    "note": f"restart {n + 1} along the unstable direction {why}; "
+                            "the solution before it is kept"}
+        n += 1
+
+
+def reference_scf(system, ref=ReferenceSettings()):
+    """The converged, stability-checked hybrid SCF of one system: (mf, record)."""
+    from pyscf import dft
     mol = system.to_mol(ref.basis)
-    unrestricted = mol.spin != 0
-    mf = (dft.UKS if unrestricted else dft.RKS)(mol)
+    mf = (dft.UKS if mol.spin != 0 else dft.RKS)(mol)
     if ref.density_fit:
         mf = mf.density_fit()
     mf.xc = ref.xc
     mf.grids.level = ref.grid_level
     mf.conv_tol = ref.conv_tol
     mf.max_cycle = ref.max_cycle
-    e_tot = mf.kernel()
+    mf.kernel()
     if not mf.converged:
         raise RuntimeError(f"{ref.xc} SCF did not converge in {ref.max_cycle} cycles")
+    record = {"rounds": 0, "lowered_by": 0.0, "stable": None, "note": "not checked"}
+    if ref.stability_rounds > 0:
+        record = stabilise(mf, ref.stability_rounds)
+    return mf, record
+
+
+def compute(system, descriptor_settings, ref=ReferenceSettings(), scf=None):
+    """Run one system; returns (attrs dict, arrays dict).  ``scf``: the
+    result of :func:`reference_scf` when the caller has it already."""
+    from pyscf import scf as pyscf_scf
+
+    from cider_xc.pyscf.features import spin_channel_features
+    t0 = time.perf_counter()
+    mf, record = reference_scf(system, ref) if scf is None else scf
+    mol = mf.mol
+    unrestricted = mol.spin != 0
+    e_tot = mf.e_tot
     dm = np.asarray(mf.make_rdm1())
     # exact exchange of the converged orbitals, with exact (not fitted) integrals
     if unrestricted:
-        vk = scf.hf.get_jk(mol, dm, hermi=1, with_j=False)[1]
+        vk = pyscf_scf.hf.get_jk(mol, dm, hermi=1, with_j=False)[1]
         exx = -0.5 * float(np.einsum("sij,sji->", dm, vk))
     else:
-        vk = scf.hf.get_jk(mol, dm, hermi=1, with_j=False)[1]
+        vk = pyscf_scf.hf.get_jk(mol, dm, hermi=1, with_j=False)[1]
         exx = -0.25 * float(np.einsum("ij,ji->", dm, vk))
     chans = spin_channel_features(mol, mf.grids, dm, descriptor_settings,
                                   min_weight=ref.min_weight)
@@ -84,6 +158,7 @@ def compute(system, descriptor_settings, ref=ReferenceSettings()):
         "charge": system.charge, "spin": system.spin, "nspin": len(chans),
         "e_tot": float(e_tot), "exx": exx, "ex_pbe": ex_pbe,
         "reference": json.dumps(ref.todict()),
+        "stability": json.dumps(record),
         "descriptor_settings": json.dumps(descriptor_settings.todict()),
         "seconds": time.perf_counter() - t0,
     }
@@ -187,17 +262,52 @@ def _filename(name):
     return safe + ".h5"
 
 
-def _run_one(system, settings_dict, ref_dict, out_dir):
-    """Worker: compute and write one system; never raises, returns a status."""
+#: a file made before the stability check whose rerun SCF is stable and gives
+#: its stored energy to within this (Hartree) keeps its data
+UPGRADE_ENERGY_TOL = 1e-6
+
+
+def _without_stability(ref_dict):
+    return {k: v for k, v in ref_dict.items() if k != "stability_rounds"}
+
+
+def _run_one(system, settings_dict, ref_dict, out_dir, upgrade=False):
+    """Worker: compute and write one system; never raises, returns a status.
+
+    ``upgrade``: the system's file was made with the same settings before
+    the stability check existed.  The SCF is rerun with the check; if it
+    needs no restart and lands on the stored energy, only the file's
+    settings are rewritten (the data are those of a stable solution),
+    otherwise the system is computed again from the stable solution."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from cider_xc.descriptors import DescriptorSettings
     path = os.path.join(out_dir, _filename(system.name))
+    ref = ReferenceSettings(**ref_dict)
     try:
-        attrs, arrays = compute(system, DescriptorSettings.fromdict(settings_dict),
-                                ReferenceSettings(**ref_dict))
+        scf = None
+        if upgrade:
+            t0 = time.perf_counter()
+            attrs, arrays = read_h5(path)
+            scf = reference_scf(system, ref)
+            mf, record = scf
+            if record["rounds"] == 0 and abs(float(mf.e_tot) - float(attrs["e_tot"])) \
+                    < UPGRADE_ENERGY_TOL:
+                attrs["reference"] = json.dumps(ref_dict)
+                attrs["stability"] = json.dumps(record)
+                write_h5(path, attrs, arrays)
+                return {"name": system.name, "status": "done", "file": os.path.basename(path),
+                        "seconds": float(attrs["seconds"]), "upgrade": "stable",
+                        "upgrade_seconds": time.perf_counter() - t0}
+        attrs, arrays = compute(system, DescriptorSettings.fromdict(settings_dict), ref, scf=scf)
         write_h5(path, attrs, arrays)
-        return {"name": system.name, "status": "done", "file": os.path.basename(path),
-                "seconds": attrs["seconds"]}
+        out = {"name": system.name, "status": "done", "file": os.path.basename(path),
+               "seconds": attrs["seconds"]}
+        if upgrade:
+            out["upgrade"] = "recomputed"
+        rec = json.loads(attrs["stability"])
+        if rec["rounds"]:
+            out["stability"] = rec
+        return out
     except Exception as exc:  # reported, never dropped
         return {"name": system.name, "status": "failed",
                 "error": f"{type(exc).__name__}: {exc}",
@@ -237,6 +347,7 @@ def generate(systems, out_dir, descriptor_settings, ref=ReferenceSettings(), n_j
     ref_dict = ref.todict()
     index = load_index(out_dir)
     todo = []
+    upgrade = set()
     n_converted = 0
     for s in systems:
         e = index.get(s.name)
@@ -245,7 +356,8 @@ def generate(systems, out_dir, descriptor_settings, ref=ReferenceSettings(), n_j
                 path = os.path.join(out_dir, e["file"])
                 attrs, _ = read_h5(path)
                 old = json.loads(attrs["descriptor_settings"])
-                if json.loads(attrs["reference"]) == ref_dict:
+                old_ref = json.loads(attrs["reference"])
+                if old_ref == ref_dict:
                     if old == settings_dict:
                         continue
                     if _only_alpha_eta_differs(old, settings_dict):
@@ -253,6 +365,10 @@ def generate(systems, out_dir, descriptor_settings, ref=ReferenceSettings(), n_j
                         convert_file(path, settings_dict)
                         n_converted += 1
                         continue
+                elif ("stability_rounds" not in old_ref and ref.stability_rounds > 0
+                      and old_ref == _without_stability(ref_dict) and old == settings_dict):
+                    # made before the stability check: check it now
+                    upgrade.add(s.name)
             except ReferenceDataError:
                 pass
         todo.append(s)
@@ -261,7 +377,11 @@ def generate(systems, out_dir, descriptor_settings, ref=ReferenceSettings(), n_j
               f"{settings_dict.get('alpha_eta', 0.0)} (exact, no SCF)")
     results = []
     if todo:
-        jobs = (joblib.delayed(_run_one)(s, settings_dict, ref_dict, out_dir) for s in todo)
+        if upgrade and progress:
+            print(f"reference data: {len(upgrade)} files made before the stability check "
+                  "are checked (rerun SCF; recomputed only where unstable)")
+        jobs = (joblib.delayed(_run_one)(s, settings_dict, ref_dict, out_dir, s.name in upgrade)
+                for s in todo)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -285,6 +405,10 @@ def generate(systems, out_dir, descriptor_settings, ref=ReferenceSettings(), n_j
                         bar.update(1)
                         if r["status"] == "failed":
                             bar.write(f"FAILED {r['name']}: {r['error']}")
+                        elif "stability" in r:
+                            bar.write(f"{r['name']}: unstable solution re-converged "
+                                      f"{r['stability']['rounds']}x, "
+                                      f"{r['stability']['lowered_by']:.6f} Ha lower")
         finally:
             if bar is not None:
                 bar.close()
