@@ -167,6 +167,10 @@ def main(argv=None):
             old = json.load(fh)["scf"]
         for m in ms.split(","):
             scf[m] = {n: r for n, r in old[m].items() if n in data}
+        lines.append(f"SCF results of {ms} taken from {os.path.basename(path)} "
+                     f"({sum(len(scf[m]) for m in ms.split(','))} runs; --reuse); "
+                     "the PBE0 references and the exchange evaluation are this run's")
+        lines.append("")
     jobs = []
     for n, (attrs, _) in data.items():
         for m in args.methods:

@@ -707,6 +707,28 @@ class CiderFunctional:
         return {"n_points": n_points, "fx_min": float(F.min()), "fx_max": float(F.max()),
                 "max_abs_dfx_dx": float(np.abs(dF).max())}
 
+    def nonlocal_points(self, n, sigma):
+        """Boolean mask (N,) of the points whose exchange depends on the
+        nonlocal features: density above the cutoff and, with a tail gate,
+        x_p below the gate's end.  Elsewhere the gate is exactly 0 (and so is
+        its x_g0 derivative) or the point is vacuum, so F_x = T(F_PBE) and
+        dE/dG = 0 whatever G is: callers may skip the convolutions there and
+        pass :meth:`neutral_features` instead (exact, not an approximation).
+        None when every point needs them."""
+        from .descriptors.semilocal import reduced_gradient
+        n = np.asarray(n, dtype=float)
+        live = n > self.settings.rho_cutoff
+        if self.gate is not None and self.cider_x != 0.0:
+            p = reduced_gradient(n, sigma, self.settings.rho_cutoff)[0]
+            live &= p / (1.0 + p) < self.gate.end
+        return None if live.all() else live
+
+    def neutral_features(self, npoints):
+        """G (n_nonlocal, npoints) whose model inputs x_g are 0 (the uniform
+        gas value): a finite stand-in at points :meth:`nonlocal_points`
+        leaves out."""
+        return np.repeat((1.0 / self.chain.g_scale)[:, None], npoints, axis=1)
+
     def exchange(self, n, sigma, tau, G, dG_da=None, a_derivs=None):
         """Closed-shell exchange energy density and derivatives.
 

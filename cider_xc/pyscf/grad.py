@@ -237,11 +237,11 @@ def get_vxc(ni, mol, grids, fn, dms, grid_response=False, max_memory=2000,
         for s in range(nspin):
             if feats[s] is None:
                 continue
-            a, uG = feats[s]
-            dE_dc[s] += spin_fac * gset.convolve_adjoint(coords, a, uG)
-            shell_force[:] += gset.center_gradient(coords, a, uG, coefs[s])
+            pts, a, uG = feats[s]      # (the points whose energy depends on G)
+            dE_dc[s] += spin_fac * gset.convolve_adjoint(pts, a, uG)
+            shell_force[:] += gset.center_gradient(pts, a, uG, coefs[s])
             if point_force is not None:
-                point_force += gset.point_gradient(coords, a, uG, coefs[s]).sum(axis=0)
+                point_force += gset.point_gradient(pts, a, uG, coefs[s]).sum(axis=0)
 
     if not grid_response:
         for ao, mask, weight, coords in ni.block_loop(mol, grids, nao, 2,

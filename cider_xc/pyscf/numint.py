@@ -343,7 +343,7 @@ class CiderNumInt(numint.NumInt):
             clock.reset()
             for s, f in enumerate(feats):
                 if f is not None:      # dE/dc_s = spin_fac dE/dc' (c' = spin_fac c_s)
-                    dE_dc[s] += spin_fac * gset.convolve_adjoint(coords, *f)
+                    dE_dc[s] += spin_fac * gset.convolve_adjoint(*f)
             clock.lap("adjoint")
             for s in range(nspin):
                 w = wv[s]
@@ -435,9 +435,10 @@ def block_terms(fn, stock, rhos, weight, coords, gset, coefs, timings=None, doma
     rhos (nspin, 5, N) of the spin densities (nspin = 1: total density);
     coefs[s] the fit coefficients of the closed-shell density 2 n_s (n for
     nspin = 1).  Returns e (N,) energy per volume, wv (nspin, 5, N) = w dE/d(n,
-    grad n, tau) per spin, and per spin (a, uG) with uG = dE/dG (weights
-    included) for the features built from coefs[s] (None when there is no
-    CIDER part).  timings: optional dict; its "features", "model" and
+    grad n, tau) per spin, and per spin (points, a, uG) with uG = dE/dG
+    (weights included) for the features built from coefs[s], at the points
+    whose energy depends on them (fn.nonlocal_points; None when there is no
+    CIDER part): what the adjoint and gradient kernels take.  timings: optional dict; its "features", "model" and
     "semilocal" entries get the wall times of these parts added.  domain:
     optional list; (x, |w e_x^LDA|) of every spin channel are appended to it
     (the out-of-domain check's inputs; x is the array the model already
@@ -457,9 +458,23 @@ def block_terms(fn, stock, rhos, weight, coords, gset, coefs, timings=None, doma
         n, grad, tau = r2[0], r2[1:4], r2[4]
         sigma = np.einsum("xg,xg->g", grad, grad)
         a, a_derivs = fn.chain.exponents(n, sigma, tau)
-        G, dG_da = gset.convolve(coords, a, coefs[s])
+        # the convolutions only where the energy depends on them (not in
+        # the gated-off density tails nor in vacuum: fn.nonlocal_points)
+        live = fn.nonlocal_points(n, sigma)
+        if live is None:
+            pts, a_live = coords, a
+            G, dG_da = gset.convolve(pts, a_live, coefs[s])
+        else:
+            idx = np.nonzero(live)[0]
+            pts, a_live = coords[idx], np.ascontiguousarray(a[:, idx])
+            G = fn.neutral_features(ngb)
+            dG_da = np.zeros_like(G)
+            G[:, idx], dG_da[:, idx] = gset.convolve(pts, a_live, coefs[s])
         clock.lap("features")
         res = fn.exchange(n, sigma, tau, G, dG_da, a_derivs)
+        if live is not None and np.any(res.vG[:, ~live]):
+            raise RuntimeError("cider_xc: dE/dG is not zero at a point left out of the "
+                               "convolutions (fn.nonlocal_points)")
         if domain is not None:     # (domain_sums drops the points of zero weight)
             domain.append((res.x, np.abs(e_fac * weight * res.e0)))
         clock.lap("model")
@@ -467,7 +482,8 @@ def block_terms(fn, stock, rhos, weight, coords, gset, coefs, timings=None, doma
         wv[s, 0] += cx * weight * res.vrho
         wv[s, 1:4] += cx * 2.0 * weight * res.vsigma * grad
         wv[s, 4] += cx * weight * res.vtau
-        feats[s] = (a, cx * e_fac * weight * res.vG)
+        uG = cx * e_fac * weight * res.vG
+        feats[s] = (pts, a_live, uG if live is None else np.ascontiguousarray(uG[:, idx]))
     clock.reset()
     sl_code = fn.semilocal_xc
     sl_type = stock._xc_type(sl_code) if sl_code else "HF"
