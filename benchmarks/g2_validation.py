@@ -179,6 +179,7 @@ def main(argv=None):
             jobs.append(joblib.delayed(scf_energy)(
                 n, json.loads(attrs["symbols"]), json.loads(attrs["positions_angstrom"]),
                 int(attrs["charge"]), int(attrs["spin"]), m, args.model, ref))
+    payload["scf"] = scf       # (also when every run was reused)
     par = joblib.Parallel(n_jobs=args.n_jobs, return_as="generator_unordered")
     for i, r in enumerate(par(jobs)):
         scf[r["xc"]][r["name"]] = r
