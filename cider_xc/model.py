@@ -595,9 +595,14 @@ class CiderFunctional:
         """GP standard deviation of the learned part as it enters F_x: the
         posterior std of f_ML times the tail gate (where the gate hands the
         point to PBE, the model's uncertainty does not matter)."""
-        std = self.uncertainty(x)
-        if self.gate is not None:
-            std = std * self.gate.factor(np.asarray(x, dtype=float))[0]
+        x = np.asarray(x, dtype=float)
+        if self.gate is None:
+            return self.uncertainty(x)
+        g = self.gate.factor(x)[0]
+        live = g > 0.0             # (the GP std is not needed where g is 0)
+        std = np.zeros(x.shape[1])
+        if live.any():
+            std[live] = self.uncertainty(x[:, live]) * g[live]
         return std
 
     #: out-of-domain warning defaults for a model file without calibrated thresholds

@@ -534,3 +534,16 @@ def test_files_made_before_the_stability_check_are_checked(tmp_path, tiny_ref):
     reference.generate(syss, str(out), cider_xc.load("test-nl").settings, tiny_ref,
                        progress=False)
     assert mtimes == {n: os.path.getmtime(out / f"{n}.h5") for n in ("H", "LiH")}
+
+
+def test_gated_uncertainty_skips_only_gated_points():
+    """The GP std weighted by the tail gate, computed only where the gate is
+    not 0, equals std * gate everywhere (7% of the box sample is gated)."""
+    fn = cider_xc.load()
+    x, _ = fn.box_sample(3000, seed=3)
+    g = fn.gate.factor(x)[0]
+    assert 0.03 < np.mean(g == 0.0) < 0.9
+    # (var = amp - k^T A k with A of condition ~1e11: BLAS's rounding of the
+    # other rows of a batch moves a std by ~1e-9 relative)
+    np.testing.assert_allclose(fn.gated_uncertainty(x), fn.uncertainty(x) * g,
+                               rtol=1e-8, atol=1e-12)
