@@ -59,7 +59,10 @@ def worker(name, txt):
 
 
 def iterations(txt):
-    return sum(1 for ln in Path(txt).read_text().splitlines() if ln.startswith("iter:"))
+    """SCF iterations in a GPAW log: ``iter:`` lines (legacy driver) or
+    ``|iter:`` table rows (new driver)."""
+    return sum(1 for ln in Path(txt).read_text().splitlines()
+               if ln.startswith(("iter:", "|iter:")))
 
 
 def main(argv=None):
