@@ -214,6 +214,9 @@ class GenerateCommand:
         p.add_argument("--grid-level", type=int, default=3, help="PySCF grid level (0-9)")
         p.add_argument("--no-density-fit", action="store_true",
                        help="exact Coulomb and exchange integrals instead of density fitting")
+        p.add_argument("--stability-rounds", type=int, default=3,
+                       help="rounds of PySCF's internal stability analysis after each "
+                            "hybrid SCF, re-converging an unstable solution (0: no check)")
         p.add_argument("--n-jobs", type=int, default=1, help="worker processes (joblib)")
         p.add_argument("--scheduler", default=None,
                        help="Dask scheduler address (None: run locally)")
@@ -226,7 +229,8 @@ class GenerateCommand:
         syss = systems.resolve(args.systems)
         ref = reference.ReferenceSettings(xc=args.xc, basis=args.basis,
                                           grid_level=args.grid_level,
-                                          density_fit=not args.no_density_fit)
+                                          density_fit=not args.no_density_fit,
+                                          stability_rounds=args.stability_rounds)
         idx = reference.generate(syss, args.out, _descriptor_settings(args), ref,
                                  n_jobs=args.n_jobs, scheduler=args.scheduler)
         _report_index(idx)

@@ -498,6 +498,12 @@ def test_reference_scf_leaves_an_excited_state():
     assert mf0.e_tot == pytest.approx(e_plain, abs=1e-6) and rec0["stable"] is None
 
 
+def test_stability_rounds_must_be_a_count():
+    for bad in (-1, 1.5, True, "3"):
+        with pytest.raises(ValueError, match="stability_rounds"):
+            reference.ReferenceSettings(stability_rounds=bad)
+
+
 def dataclasses_replace(obj, **kw):
     import dataclasses
     return dataclasses.replace(obj, **kw)

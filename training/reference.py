@@ -53,6 +53,12 @@ class ReferenceSettings:
     #: in an excited PBE0 state 32 kcal/mol above the ground state)
     stability_rounds: int = 3
 
+    def __post_init__(self):
+        if (isinstance(self.stability_rounds, bool) or not isinstance(self.stability_rounds, int)
+                or self.stability_rounds < 0):
+            raise ValueError("reference settings: stability_rounds must be an integer >= 0, "
+                             f"got {self.stability_rounds!r}")
+
     def todict(self):
         return dataclasses.asdict(self)
 
