@@ -500,12 +500,16 @@ def test_reference_scf_leaves_an_excited_state():
                   if occ[0][i] == 0 and np.sum(mo[0][p_char, i] ** 2) > 0.5)
     occ[0][1], occ[0][lumo_p] = 0.0, 1.0          # alpha 2s -> 2p
     exc = scf.addons.mom_occ(uks(), mo, occ)
+    # (a looser threshold and a level shift for the MOM SCF: at 1e-9 it did
+    # not converge in 50 cycles in one full-suite CI run, while it does alone)
+    exc.conv_tol, exc.max_cycle, exc.level_shift = 1e-7, 200, 0.2
     exc.kernel(dm0=exc.make_rdm1(mo, np.array(occ)))
+    exc.level_shift = 0.0
     assert exc.converged and exc.e_tot - ground.e_tot > 0.05
     del exc.get_occ                               # restarts use aufbau again
     rec = reference.stabilise(exc, 3)
     assert rec["rounds"] >= 1 and rec["stable"]
-    assert exc.e_tot == pytest.approx(ground.e_tot, abs=1e-7)
+    assert exc.e_tot == pytest.approx(ground.e_tot, abs=1e-6)
     assert rec["lowered_by"] > 0.05
     again = reference.stabilise(exc, 3)
     assert again == {"rounds": 0, "lowered_by": 0.0, "stable": True, "note": ""}
