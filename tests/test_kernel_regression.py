@@ -25,18 +25,27 @@ PINNED = {   # computed with commit f1ec12f (one thread)
 }
 
 
-@pytest.mark.parametrize("model,name", sorted(PINNED))
-def test_exc_unchanged(model, name):
-    fn = cider_xc.load(model)
+def _fixed_density(name):
+    """A function that evaluates (nelec, E_xc, V_xc) of a functional, one
+    thread, at the MINAO guess density of W2 (RKS) or OH (UKS), def2-SVP,
+    grid level 2."""
     atom, spin = {"W2": (W2, 0), "OH": (OH, 1)}[name]
     mol = gto.M(atom=atom, basis="def2-svp", spin=spin, verbose=0)
     mf = (dft.UKS if spin else dft.RKS)(mol)
     mf.grids.level = 2
     mf.grids.build()
     dm = mf.get_init_guess(key="minao")
-    ni = CiderNumInt(fn)
-    with lib.with_omp_threads(1):
-        e = (ni.nr_uks if spin else ni.nr_rks)(mol, mf.grids, fn, dm)[1]
+
+    def xc(fn):
+        ni = CiderNumInt(fn)
+        with lib.with_omp_threads(1):
+            return (ni.nr_uks if spin else ni.nr_rks)(mol, mf.grids, fn, dm)
+    return xc
+
+
+@pytest.mark.parametrize("model,name", sorted(PINNED))
+def test_exc_unchanged(model, name):
+    e = _fixed_density(name)(cider_xc.load(model))[1]
     assert abs(e - PINNED[(model, name)]) < 1e-8
 
 
@@ -50,12 +59,7 @@ def test_gated_points_skip_the_convolutions_exactly(name, monkeypatch):
     from cider_xc.model import CiderFunctional
     fn = cider_xc.load()
     assert fn.gate is not None
-    atom, spin = {"W2": (W2, 0), "OH": (OH, 1)}[name]
-    mol = gto.M(atom=atom, basis="def2-svp", spin=spin, verbose=0)
-    mf = (dft.UKS if spin else dft.RKS)(mol)
-    mf.grids.level = 2
-    mf.grids.build()
-    dm = mf.get_init_guess(key="minao")
+    xc = _fixed_density(name)
     seen = []
     orig = CiderFunctional.nonlocal_points
 
@@ -64,16 +68,11 @@ def test_gated_points_skip_the_convolutions_exactly(name, monkeypatch):
         seen.append((0 if live is None else int((~live).sum()), n.size))
         return live
 
-    def run():
-        ni = CiderNumInt(fn)
-        with lib.with_omp_threads(1):
-            return (ni.nr_uks if spin else ni.nr_rks)(mol, mf.grids, fn, dm)
-
     monkeypatch.setattr(CiderFunctional, "nonlocal_points", counting)
-    _, e_skip, v_skip = run()
+    _, e_skip, v_skip = xc(fn)
     skipped = sum(s for s, _ in seen) / sum(n for _, n in seen)
     monkeypatch.setattr(CiderFunctional, "nonlocal_points", lambda self, n, sigma: None)
-    _, e_full, v_full = run()
+    _, e_full, v_full = xc(fn)
     assert skipped > 0.05
     assert abs(e_skip - e_full) < 1e-12
     assert np.abs(np.asarray(v_skip) - np.asarray(v_full)).max() < 1e-12

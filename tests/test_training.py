@@ -1,4 +1,5 @@
 """The training pipeline on a tiny configuration (minimal basis, coarse grid)."""
+import dataclasses
 import json
 import math
 import os
@@ -386,7 +387,6 @@ def test_multiframe_sets_and_ecps(tmp_path):
 def test_alpha_eta_change_converts_stored_features_exactly(tmp_path, tiny_ref):
     """Reference data written with one alpha regularisation are converted (no
     SCF) to another; the converted features equal a fresh computation."""
-    import dataclasses
     base = cider_xc.load("test-nl").settings
     s1 = dataclasses.replace(base, alpha_eta=0.01)
     s2 = dataclasses.replace(base, alpha_eta=1.0)
@@ -514,7 +514,7 @@ def test_reference_scf_leaves_an_excited_state():
     again = reference.stabilise(exc, 3)
     assert again == {"rounds": 0, "lowered_by": 0.0, "stable": True, "note": ""}
     # no check asked for: nothing recorded
-    _, rec0 = reference.reference_scf(li, dataclasses_replace(ref, stability_rounds=0))
+    _, rec0 = reference.reference_scf(li, dataclasses.replace(ref, stability_rounds=0))
     assert rec0["stable"] is None and rec0["rounds"] == 0
 
 
@@ -522,11 +522,6 @@ def test_stability_rounds_must_be_a_count():
     for bad in (-1, 1.5, True, "3"):
         with pytest.raises(ValueError, match="stability_rounds"):
             reference.ReferenceSettings(stability_rounds=bad)
-
-
-def dataclasses_replace(obj, **kw):
-    import dataclasses
-    return dataclasses.replace(obj, **kw)
 
 
 def test_files_made_before_the_stability_check_are_checked(tmp_path, tiny_ref):

@@ -245,9 +245,12 @@ def convert_alpha_eta(x, eta_old, eta_new):
     return x
 
 
+def _without(d, key):
+    return {k: v for k, v in d.items() if k != key}
+
+
 def _only_alpha_eta_differs(old, new):
-    return ({k: v for k, v in old.items() if k != "alpha_eta"}
-            == {k: v for k, v in new.items() if k != "alpha_eta"})
+    return _without(old, "alpha_eta") == _without(new, "alpha_eta")
 
 
 def convert_file(path, settings_dict):
@@ -273,10 +276,6 @@ def _filename(name):
 #: a file made before the stability check whose rerun SCF is stable and gives
 #: its stored energy to within this (Hartree) keeps its data
 UPGRADE_ENERGY_TOL = 1e-6
-
-
-def _without_stability(ref_dict):
-    return {k: v for k, v in ref_dict.items() if k != "stability_rounds"}
 
 
 def _run_one(system, settings_dict, ref_dict, out_dir, upgrade=False):
@@ -374,7 +373,7 @@ def generate(systems, out_dir, descriptor_settings, ref=ReferenceSettings(), n_j
                         n_converted += 1
                         continue
                 elif ("stability_rounds" not in old_ref and ref.stability_rounds > 0
-                      and old_ref == _without_stability(ref_dict) and old == settings_dict):
+                      and old_ref == _without(ref_dict, "stability_rounds") and old == settings_dict):
                     # made before the stability check: check it now
                     upgrade.add(s.name)
             except ReferenceDataError:
